@@ -1,0 +1,40 @@
+"""Entry point of one worker process started by ``run_processes``.
+
+Prints its ``WorkerReport`` as one JSON line on stdout when it exits cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+import msgspec
+
+from .loader import load_app
+from .run import run_app
+from .settings import Settings
+
+
+def main(argv: list[str]) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    spec = msgspec.json.decode(argv[0])
+    settings = Settings(
+        broker=spec["broker"],
+        store=spec["store"],
+        registry=Path(spec["registry"]),
+        trust_models=spec["trust_models"],
+        ack_deadline_s=spec.get("ack_deadline_s"),
+    )
+    app = load_app(spec["app"])
+    report = asyncio.run(
+        run_app(app, settings, until_idle_s=spec["until_idle_s"], shutdown_grace_s=spec["grace_s"])
+    )
+    sys.stdout.buffer.write(msgspec.json.encode(report) + b"\n")
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,52 @@
+"""Process settings, read once from ``SCOREBUS_*`` environment variables.
+
+Precedence: an argument in code > a CLI flag > the environment > these defaults.
+Nothing in scorebus writes to ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+STATE_DIR = ".scorebus"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    broker: str = f"sqlite:///{STATE_DIR}/bus.db"
+    store: str = f"sqlite:///{STATE_DIR}/scores.db"
+    registry: Path = Path(STATE_DIR) / "models"
+    trust_models: bool = False
+    ack_deadline_s: float | None = None  # overrides every scorer's and handler's lease
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        base = cls()
+        return cls(
+            broker=env.get("SCOREBUS_BROKER") or base.broker,
+            store=env.get("SCOREBUS_STORE") or base.store,
+            registry=Path(env.get("SCOREBUS_REGISTRY") or base.registry),
+            trust_models=(env.get("SCOREBUS_TRUST_MODELS", "").lower() in {"1", "true", "yes"}),
+            ack_deadline_s=_float(env, "SCOREBUS_ACK_DEADLINE"),
+        )
+
+    def override(self, **flags: Any) -> Settings:
+        """Apply CLI flags that were given (``None`` means not given)."""
+        return replace(self, **{k: v for k, v in flags.items() if v is not None})
+
+
+def _float(env: Mapping[str, str], key: str) -> float | None:
+    raw = env.get(key)
+    if not raw:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"{key}={raw!r}: expected a number of seconds") from None

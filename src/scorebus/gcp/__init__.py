@@ -1,0 +1,1 @@
+"""Google Cloud runtime: Cloud Functions entry point and the Pub/Sub push endpoint."""

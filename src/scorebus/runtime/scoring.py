@@ -1,0 +1,370 @@
+"""The scoring loop: pull -> decode/validate -> micro-batch -> model -> fn -> sink -> ack.
+
+One loop per scorer. Pulling and batching happen on the event loop; features,
+``predict`` and the user's ``fn`` run together in a bounded executor (one hop
+per batch); the sink commits, and only then are the deliveries acked. Every
+delivery pulled is settled exactly once: acked, nacked with backoff, or
+dead-lettered with its reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from ..brokers.base import Broker, Delivery, Subscription
+from ..errors import ConfigError, PermanentError, TransientError, reason_of
+from ..events import Event
+from ..models.base import Model
+from ..sinks.base import OutboxEvent, ScoreResult, Sink
+from .flow import FlowController
+from .metrics import LoopMetrics
+from .settle import Settler
+from .spec import ScorerSpec, feature_getter
+
+log = logging.getLogger(__name__)
+
+Item = tuple[Delivery, Any, float]  # delivery, validated data, wall time received
+
+
+def _enc_hook(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise NotImplementedError(f"cannot encode {type(obj).__name__} in a result")
+
+
+_encode = msgspec.json.Encoder(enc_hook=_enc_hook).encode
+
+
+class ScoringLoop:
+    """Runs one :class:`ScorerSpec` until ``stop`` is set, then drains.
+
+    Args:
+        spec: the scorer.
+        broker: where the subscription lives and results are published.
+        sink: where results are committed (``None`` for publish-only scorers).
+        model: the loaded model, or ``None`` for model-less scorers.
+        executor: the bounded pool for features + predict + ``fn``.
+        outbox: commit published results through the sink's outbox (relayed later).
+    """
+
+    def __init__(
+        self,
+        spec: ScorerSpec,
+        broker: Broker,
+        sink: Sink | None,
+        model: Model | None,
+        *,
+        executor: Executor,
+        stop: asyncio.Event,
+        outbox: bool = False,
+        max_batches_in_flight: int = 4,
+    ) -> None:
+        self.spec = spec
+        self.broker = broker
+        self.sink = sink
+        self.model = model
+        self.executor = executor
+        self.stop = stop
+        self.outbox = outbox and spec.publish is not None and sink is not None
+        self.flow = FlowController(spec.flow)
+        self.metrics = LoopMetrics()
+        self._slots = asyncio.Semaphore(max_batches_in_flight)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._features = spec.features
+        self.sub: Subscription | None = None
+        self._settle: Settler | None = None
+        self._down_for = 0.0
+        self.fatal: ConfigError | None = None
+
+    @property
+    def in_flight(self) -> int:
+        return self.flow.messages
+
+    async def run(self) -> None:
+        spec = self.spec
+        self.sub = await self.broker.subscription(
+            spec.topic, spec.subscription, ack_deadline_s=spec.ack_deadline_s
+        )
+        self._settle = Settler(self.sub, spec.retry, self.metrics, scorer=spec.name)
+        max_wait = spec.batch.max_wait_ms / 1000
+        pending: list[Item] = []
+        opened = 0.0
+        while not self.stop.is_set():
+            if self.flow.room() == 0:
+                await self._wait_flow()
+                continue
+            timeout = max(0.0, opened + max_wait - time.monotonic()) if pending else 0.1
+            want = min(self.flow.room(), spec.batch.max_size - len(pending))
+            try:
+                deliveries = await self.sub.pull(want, timeout) if want else []
+            except TransientError as exc:
+                await self._broker_down(exc)
+                continue
+            self._down_for = 0.0
+            if deliveries:
+                self.metrics.touch()
+                good = await self._admit(deliveries)
+                if good and not pending:
+                    opened = time.monotonic()
+                pending.extend(good)
+            if pending and (
+                len(pending) >= spec.batch.max_size
+                or time.monotonic() - opened >= max_wait
+                or self._lease_closing(pending)
+            ):
+                await self._dispatch(pending)
+                pending = []
+        if pending:
+            await self._dispatch(pending)
+        await self.drain()
+
+    async def _broker_down(self, exc: TransientError) -> None:
+        # Keep the worker alive through a broker outage: back off and pull again.
+        # Batches already dispatched still commit; their acks may fail and the
+        # broker then redelivers them, which the idempotent sink absorbs.
+        self._down_for = min(max(self._down_for * 2, 0.2), 5.0)
+        log.warning(
+            "scorer=%s broker unavailable, retrying in %.1f s: %s",
+            self.spec.name,
+            self._down_for,
+            exc,
+        )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stop.wait(), self._down_for)
+
+    async def _wait_flow(self) -> None:
+        waiter = asyncio.ensure_future(self.flow.wait())
+        stopper = asyncio.ensure_future(self.stop.wait())
+        await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        stopper.cancel()
+
+    async def drain(self) -> None:
+        """Wait for every dispatched batch to settle."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def _lease_closing(self, items: list[Item]) -> bool:
+        # Close the batch early when the first lease in it is about to run out:
+        # a result committed after its lease expired would be redelivered.
+        return items[0][0].remaining_s() < 2.0
+
+    async def _admit(self, deliveries: list[Delivery]) -> list[Item]:
+        """Account for, decode and validate pulled deliveries; dead-letter the bad ones."""
+        assert self._settle is not None
+        self.flow.acquire(len(deliveries), sum(d.size for d in deliveries))
+        decode = self.spec.schema.decode
+        max_attempts = self.spec.retry.max_attempts
+        now = time.time()
+        good: list[Item] = []
+        bad: list[tuple[Delivery, str, str]] = []
+        for d in deliveries:
+            if d.attempt > max_attempts:
+                bad.append((d, "max_attempts", f"delivered {d.attempt} times without settling"))
+                continue
+            try:
+                good.append((d, decode(d.event.data), now))
+            except PermanentError as exc:
+                bad.append((d, exc.reason, str(exc)))
+        if bad:
+            await self._settle.dead_letter(bad)
+            self.flow.release(len(bad), sum(d.size for d, _, _ in bad))
+        return good
+
+    async def _dispatch(self, items: list[Item]) -> None:
+        await self._slots.acquire()
+        task = asyncio.create_task(self._process(items))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _process(self, items: list[Item]) -> None:
+        keeper = asyncio.create_task(self._keep_leases([d for d, _, _ in items]))  # noqa: RUF006
+        try:
+            await self._score_and_commit(items)
+        except TransientError as exc:
+            # Settling (ack, nack, dead-letter) failed because the broker is away:
+            # the leases run out and the broker redelivers; results already
+            # committed are kept once by the idempotent sink.
+            self._log_failure([d for d, _, _ in items], exc)
+        finally:
+            keeper.cancel()
+            self._slots.release()
+            self.flow.release(len(items), sum(d.size for d, _, _ in items))
+
+    async def _keep_leases(self, deliveries: list[Delivery]) -> None:
+        """Extend the batch's leases while it is scored and committed.
+
+        A slow model or sink must not let the leases run out: the broker would
+        hand the events to another worker and they would be scored twice (the
+        sink keeps one result, but the work is wasted). Like the Pub/Sub
+        client's leaser, extend a third of the deadline before it ends.
+        """
+        assert self.sub is not None
+        lease = self.spec.ack_deadline_s
+        margin = min(lease / 3, 10.0)
+        while True:
+            remaining = min(d.remaining_s() for d in deliveries)
+            if remaining == float("inf"):
+                return
+            await asyncio.sleep(max(0.0, remaining - margin))
+            try:
+                await self.sub.extend(deliveries, lease)
+            except TransientError as exc:
+                log.warning("scorer=%s could not extend leases: %s", self.spec.name, exc)
+                return
+            deadline = time.time() + lease
+            for d in deliveries:
+                d.deadline = deadline
+
+    async def _score_and_commit(self, items: list[Item]) -> None:
+        assert self._settle is not None
+        loop = asyncio.get_running_loop()
+        deliveries = [d for d, _, _ in items]
+        try:
+            outputs = await loop.run_in_executor(
+                self.executor, self._score, [x for _, x, _ in items]
+            )
+        except TransientError as exc:
+            self._log_failure(deliveries, exc)
+            await self._settle.retry(deliveries, exc)
+            return
+        except Exception as exc:
+            if len(items) > 1:
+                # One bad event must not sink the batch: score them one by one.
+                for item in items:
+                    await self._score_and_commit([item])
+                return
+            self._log_failure(deliveries, exc)
+            if isinstance(exc, PermanentError):
+                await self._settle.dead_letter([(deliveries[0], exc.reason, str(exc))])
+            else:
+                await self._settle.retry(deliveries, exc)
+            return
+        try:
+            await self._commit(items, outputs)
+        except ConfigError as exc:
+            # A misconfigured sink (missing table, no permission) fails every event
+            # alike: stop the worker with the reason instead of dead-lettering them
+            # all. The batch stays leased and is redelivered after the fix.
+            self._log_failure(deliveries, exc)
+            self.fatal = exc
+            self.stop.set()
+            return
+        except Exception as exc:
+            self._log_failure(deliveries, exc)
+            await self._settle.retry(deliveries, exc)
+            return
+        await self._settle.ack(deliveries)
+        now = time.time()
+        self.metrics.record_batch(
+            len(items), np.fromiter(((now - t) * 1000 for _, _, t in items), float, len(items))
+        )
+
+    def _score(self, data: list[Any]) -> list[bytes]:
+        """Features, predict and the user's ``fn`` for one batch (in the executor)."""
+        predictions = None
+        if self.model is not None:
+            if self._features is None:
+                self._features = feature_getter(self.model.signature.inputs, data[0])
+            predictions = self.model.predict(self._features(data))
+        if self.spec.fn is not None:
+            out = self.spec.fn(data, predictions)
+        else:
+            out = _default_results(self.model, predictions)
+        if len(out) != len(data):
+            raise ValueError(
+                f"scorer {self.spec.name!r} returned {len(out)} results for {len(data)} events"
+            )
+        return [_encode(o) for o in out]
+
+    async def _commit(self, items: list[Item], outputs: list[bytes]) -> None:
+        spec = self.spec
+        now = time.time()
+        # Read per batch: a remote model's version is the deployment that answered.
+        name, version = self._model_id()
+        results = [
+            ScoreResult(
+                scorer=spec.name,
+                event_id=d.event.id,
+                model=name,
+                model_version=version,
+                output=out,
+                event_time=d.event.time or t,
+                scored_at=now,
+                # An event without a time (no ce-time) is timed from its receipt.
+                latency_ms=(now - (d.event.time or t)) * 1000,
+                service_ms=(now - t) * 1000,
+            )
+            for (d, _, t), out in zip(items, outputs, strict=True)
+        ]
+        events = self._result_events(items, outputs) if spec.publish else []
+        if self.sink is not None:
+            outbox = (
+                [
+                    OutboxEvent(
+                        topic=spec.publish or "",
+                        key=e.extensions["causationid"],
+                        scorer=spec.name,
+                        event=e,
+                    )
+                    for e in events
+                ]
+                if self.outbox
+                else []
+            )
+            await self.sink.write(results, outbox)
+        if events and not self.outbox:
+            await self.broker.publish(spec.publish or "", events)
+
+    def _model_id(self) -> tuple[str, str]:
+        if self.model is None:
+            return "-", "-"
+        return self.model.name, str(self.model.version)
+
+    def _result_events(self, items: list[Item], outputs: list[bytes]) -> list[Event]:
+        name, version = self._model_id()
+        head = f'{{"model":"{name}","model_version":"{version}","result":'
+        events = []
+        for (d, _, _), out in zip(items, outputs, strict=True):
+            # A deterministic id: re-scoring a redelivered event yields the same id,
+            # which the broker's publish dedupe (or the consumer's sink) drops.
+            eid = uuid.uuid5(uuid.NAMESPACE_URL, f"{self.spec.name}/{d.event.id}").hex
+            body = head.encode() + out + b',"event_id":' + _encode(d.event.id) + b"}"
+            events.append(Event.new(self.spec.result_type, body, id=eid, caused_by=d.event))
+        return events
+
+    def _log_failure(self, deliveries: Sequence[Delivery], exc: BaseException) -> None:
+        log.warning(
+            "scorer=%s model=%s@%s events=%d first_event=%s attempt=%d failed: %s: %s",
+            self.spec.name,
+            *self._model_id(),
+            len(deliveries),
+            deliveries[0].event.id,
+            deliveries[0].attempt,
+            reason_of(exc),
+            exc,
+        )
+
+
+def _default_results(model: Model | None, predictions: Any) -> list[Any]:
+    if predictions is None:
+        raise ValueError("a scorer without a model needs a function that returns its results")
+    arr = np.asarray(predictions)
+    if arr.ndim == 1:
+        return [{"score": v} for v in arr.tolist()]
+    names = model.signature.outputs if model is not None else ()
+    if len(names) != arr.shape[1]:
+        names = tuple(f"output_{i}" for i in range(arr.shape[1]))
+    return [dict(zip(names, row, strict=True)) for row in arr.tolist()]
