@@ -60,7 +60,8 @@ def broker_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 async def _publish(url: str, topic: str, subscription: str, plan: Plan) -> None:
     async with open_broker(url) as broker:
-        await broker.subscription(topic, subscription)
+        # The app's lease, so a worker killed before it shortens a lease holds it no longer.
+        await broker.subscription(topic, subscription, ack_deadline_s=2.0)
         for events in chunks(plan, 0.03, seed=5, size=1000):
             await broker.publish(topic, events)
 
@@ -107,7 +108,14 @@ def test_competing_workers_survive_sigkill_with_exactly_once_results(
         time.sleep(0.05)
     assert _results(store)[1] >= 300, "workers produced no results"
     pool.procs[0].send_signal(signal.SIGKILL)
-    replacement = WorkerPool(f"wc_{uid}:app", settings, workers=1, until_idle_s=4.0).start()
+    # Where the broker cannot count pending messages (Pub/Sub), idleness is all
+    # the replacement can go by: it must outlast the leases the killed worker
+    # held (up to the subscription's ack deadline: 10 s, Pub/Sub's shortest),
+    # and once more if the other worker, stopping when idle, cancels a pull the
+    # redelivered messages were already on their way to (stranded for 10 s again).
+    pending, _, _ = asyncio.run(_finish(broker_url, subscription, plan.run_id))
+    idle_s = 4.0 if pending is not None else 25.0
+    replacement = WorkerPool(f"wc_{uid}:app", settings, workers=1, until_idle_s=idle_s).start()
     pool.wait()
     replacement.wait()
 
