@@ -1,8 +1,10 @@
 """One row per broker: scorebus end to end beside the broker's own raw rate.
 
 Both figures come from the same run on the same machine: the raw rate is the
-broker's client doing publish + consume + ack with batching comparable to
-scorebus's (``benchmarks/brokers/<name>_raw.py``); the scorebus rate is the
+broker's client with batching comparable to scorebus's
+(``benchmarks/brokers/<name>_raw.py``, whose ``MEASURES`` says what it times:
+for Pub/Sub, the pull + ack of a backlog published beforehand, the same work
+the scorebus row is timed on); the scorebus rate is the
 demo pipeline draining a backlog through that broker (publish done before),
 with the p99 of the in-worker latency (pull to commit).
 
@@ -30,11 +32,15 @@ def _url_factories() -> list[tuple[str, Any]]:
     return [(p.id, p.values[0]) for p in backends.url_params()]
 
 
-async def _raw(name: str, url: str, n: int) -> float:
+def _measures(name: str) -> str:
+    return str(importlib.import_module(f"benchmarks.brokers.{name}_raw").MEASURES)
+
+
+async def _raw(name: str, url: str, n: int, workers: int) -> float:
     module = importlib.import_module(f"benchmarks.brokers.{name}_raw")
     if name == "pubsub":
         emulator = parse_qs(urlsplit(url).query)["emulator"][0]
-        return float(await module.raw_rate(n, emulator))
+        return float(await module.raw_rate(n, emulator, consumers=workers))
     return float(await module.raw_rate(n))
 
 
@@ -48,13 +54,13 @@ def broker_rows(registry: Path, data: list[bytes], *, workers: int) -> list[dict
             rows.append({"broker": name, "skipped": str(exc) or type(exc).__name__})
             continue
         try:
-            raw = asyncio.run(_raw(name, url, len(data)))
+            raw = asyncio.run(_raw(name, url, len(data), workers))
             settings = Settings(broker=url, store=f"sqlite:///{tmp}/scores.db", registry=registry)
             result = pipeline_with_latency(settings, data, workers)
         except Exception as exc:
             rows.append({"broker": name, "skipped": f"{type(exc).__name__}: {exc}"})
             continue
-        rows.append({"broker": name, "raw_eps": raw, **result})
+        rows.append({"broker": name, "raw_eps": raw, "raw_measures": _measures(name), **result})
         print(
             f"  {name}: raw {raw:,.0f}/s, scorebus {result['eps']:,.0f}/s, "
             f"p99 in worker {result['p99_service_ms']:.1f} ms"

@@ -1,6 +1,10 @@
-"""`make bench`: run the scenarios side by side and write docs/benchmarks.md.
+"""`make bench`: run the scenarios side by side and write docs/benchmarks.md and its plot.
 
-python -m benchmarks.run [--events N]
+python -m benchmarks.run [--quick] [--events N] [--no-beam] [--no-brokers]
+                         [--doc PATH] [--png PATH] [--policies size_8,size_512,adaptive]
+
+``--quick`` is a smoke run (small counts, short phases, three batch policies):
+it checks that every scenario runs, not how fast.
 """
 
 from __future__ import annotations
@@ -8,119 +12,137 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
+from .beam_peer import run_peer
 from .broker_rows import broker_rows
+from .burst import burst
 from .common import demo_registry, scratch
+from .policy_apps import demo_policy, has_adaptive, policy_names
+from .report import render, write
 from .scenarios import limit, open_loop, payloads, per_message, pipeline
+from .sweep import plot, sweep
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
-MARK = "<!-- results: written by `make bench` -->"
+ROOT = Path(__file__).resolve().parent.parent
+FULL = {
+    "events": 200_000,
+    "per_message_events": 5_000,
+    "beam_events": 50_000,
+    "open_loop_s": 6.0,
+    "sweep_s": 3.0,
+    "fractions": (0.1, 0.3, 0.6, 0.9),
+    "burst_s": (5.0, 2.0, 4.0),
+    "broker_events": 20_000,
+}
+QUICK = {
+    "events": 20_000,
+    "per_message_events": 1_000,
+    "beam_events": 5_000,
+    "open_loop_s": 1.0,
+    "sweep_s": 1.0,
+    "fractions": (0.2, 0.6),
+    "burst_s": (2.0, 1.0, 1.0),
+    "broker_events": 2_000,
+}
 
 
-def main() -> None:
+def _args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--events", type=int, default=200_000)
-    ap.add_argument("--per-message-events", type=int, default=5_000)
-    ap.add_argument("--open-loop-seconds", type=float, default=10.0)
-    ap.add_argument("--broker-events", type=int, default=20_000)
-    args = ap.parse_args()
+    ap.add_argument("--quick", action="store_true", help="a fast smoke run")
+    ap.add_argument("--events", type=int, help="events per throughput scenario")
+    ap.add_argument("--no-beam", action="store_true", help="leave out the Apache Beam peer")
+    ap.add_argument("--no-brokers", action="store_true", help="leave out the per-broker rows")
+    ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    ap.add_argument("--png", type=Path, default=ROOT / "docs" / "benchmarks.png")
+    ap.add_argument("--policies", help="comma-separated: size_N and/or adaptive")
+    return ap.parse_args(argv)
 
-    cache = Path(tempfile.mkdtemp(prefix="scorebus-bench-models-"))
-    registry = demo_registry(cache).root
-    data = payloads(args.events)
-    rows: list[tuple[str, str]] = []
 
-    lim = limit(registry, data)
-    print(f"limit (decode + batched predict): {lim['eps']:,.0f} events/s")
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = _args(argv)
+    cfg = dict(QUICK if args.quick else FULL)
+    if args.events:
+        cfg["events"] = args.events
+    if args.policies:
+        policies = [p for p in args.policies.split(",") if p != "adaptive" or has_adaptive()]
+    else:
+        policies = policy_names((8, 128, 512) if args.quick else (1, 8, 32, 128, 512))
+    registry = demo_registry(Path(tempfile.mkdtemp(prefix="scorebus-bench-models-"))).root
+    data = payloads(cfg["events"])
+    r: dict[str, Any] = {"adaptive": has_adaptive()}
+
+    r["limit"] = limit(registry, data)
+    print(f"limit (decode + batched predict): {r['limit']['eps']:,.0f} events/s")
+    r["beam"] = {"skipped": "--no-beam"} if args.no_beam else run_peer(registry, cfg["beam_events"])
+    print(f"Apache Beam RunInference: {r['beam'].get('eps', r['beam'].get('skipped'))}")
     with scratch(registry) as s:
-        pm = per_message(registry, data[: args.per_message_events], Path(s.broker[10:]).parent)
-    print(f"per-message design: {pm['eps']:,.0f} events/s")
-    results = {}
-    for w in sorted({1, 2, os.cpu_count() or 1}):
+        folder = Path(s.broker.removeprefix("sqlite:///")).parent
+        r["per_message"] = per_message(registry, data[: cfg["per_message_events"]], folder)
+    print(f"per-message design: {r['per_message']['eps']:,.0f} events/s")
+
+    r["pipelines"] = {}
+    for w in [1] if args.quick else sorted({1, 2, os.cpu_count() or 1}):
         with scratch(registry) as s:
-            results[w] = pipeline(s, data, w)
+            r["pipelines"][w] = p = pipeline(s, data, w)
         print(
-            f"pipeline, {w} worker(s): {results[w]['eps']:,.0f} events/s "
-            f"(start-up {results[w]['startup_s']:.1f} s)"
+            f"pipeline, {w} worker(s): {p['eps']:,.0f} events/s (start-up {p['startup_s']:.1f} s)"
         )
-    best_w = max(results, key=lambda w: results[w]["eps"])
-    best = results[best_w]
-    rate = best["eps"] / 2
-    n_ol = int(rate * args.open_loop_seconds)
+    r["best_w"] = max(r["pipelines"], key=lambda w: r["pipelines"][w]["eps"])
+    r["cap"], r["cap1"] = r["pipelines"][r["best_w"]]["eps"], r["pipelines"][1]["eps"]
+
     with scratch(registry) as s:
-        ol = open_loop(s, data[:n_ol], rate, best_w)
-    print(f"open loop at {rate:,.0f}/s: p50 {ol['p50_ms']:.1f} ms, p99 {ol['p99_ms']:.1f} ms")
-    # The core issue's latency target: p99 under 50 ms at half of 30,000 events/s.
-    target_rate = 15_000.0
+        rates = [r["cap"] * f for f in (0.25, 0.5, 0.8)]
+        r["open_loop"] = open_loop(s, data, rates, r["best_w"], seconds=cfg["open_loop_s"])
+    for p in r["open_loop"]:
+        print(
+            f"open loop at {p['offered_eps']:,.0f}/s: p50 {p['p50_ms']:.1f} ms, p99 {p['p99_ms']:.1f} ms"
+        )
+    r["target15"] = None
+    if not args.quick:  # the core issue's latency target: p99 < 50 ms at 15,000/s, 1 worker
+        with scratch(registry) as s:
+            (r["target15"],) = open_loop(s, data, [15_000.0], 1, seconds=cfg["open_loop_s"])
+        print(f"open loop at 15,000/s, 1 worker: p99 {r['target15']['p99_ms']:.1f} ms")
+
+    steady_s, burst_s, after_s = cfg["burst_s"]
     with scratch(registry) as s:
-        ol15 = open_loop(s, data[: int(target_rate * args.open_loop_seconds)], target_rate, 1)
-    print(f"open loop at 15,000/s, 1 worker: p99 {ol15['p99_ms']:.1f} ms")
-
-    print("brokers (raw client beside scorebus, same run):")
-    brokers = broker_rows(registry, data[: args.broker_events], workers=best_w)
-
-    rows.append(("limit: decode + bare model, batch 512", f"{lim['eps']:,.0f}"))
-    rows.append(("per-message: decode, predict 1 row, commit, ack", f"{pm['eps']:,.0f}"))
-    for w, r in sorted(results.items()):
-        rows.append(
-            (f"scorebus end to end, embedded broker, {w} worker process(es)", f"{r['eps']:,.0f}")
+        r["burst"] = b = burst(
+            s, data, 0.25 * r["cap1"], steady_s=steady_s, burst_s=burst_s, after_s=after_s
         )
-    table = "\n".join(f"| {k} | {v} |" for k, v in rows)
-    text = f"""{MARK}
+    print(f"burst: steady {b['steady_rss_mb']:.1f} MiB, peak {b['peak_rss_mb']:.1f} MiB")
 
-Measured {time.strftime("%Y-%m-%d")} on {platform.machine()}, {os.cpu_count()} cores,
-Python {platform.python_version()}; {args.events:,} demo events; command: `make bench`.
+    print("batch-policy sweep:")
+    r["sweep"] = sweep(
+        registry, data, r["cap1"], policies, fractions=cfg["fractions"], seconds=cfg["sweep_s"]
+    )
+    r["plotted"] = plot(
+        r["sweep"], args.png, f"scorebus demo pipeline, 1 worker, {platform.machine()}"
+    )
 
-| scenario | events/s |
-|---|---|
-{table}
+    r["brokers"], r["brokers_reason"] = None, "--no-brokers"
+    if not args.no_brokers:
+        print("brokers (raw client beside scorebus, same run):")
+        r["brokers"] = broker_rows(registry, data[: cfg["broker_events"]], workers=r["best_w"])
 
-| ratio | value |
-|---|---|
-| best pipeline / limit | {best["eps"] / lim["eps"]:.2f} |
-| best pipeline / per-message | {best["eps"] / pm["eps"]:.1f}x |
-
-Open loop on the embedded broker at {rate:,.0f} events/s (half the best measured
-capacity, {best_w} worker process(es)), latency from each event's scheduled
-time: p50 {ol["p50_ms"]:.1f} ms, p99 {ol["p99_ms"]:.1f} ms, p99.9 {ol["p999_ms"]:.1f} ms
-({ol["events"]:,} events, achieved {ol["achieved_eps"]:,.0f} events/s).
-
-At 15,000 events/s (half of the 30,000 events/s target) with one worker
-process: p50 {ol15["p50_ms"]:.1f} ms, p99 {ol15["p99_ms"]:.1f} ms, p99.9 {ol15["p999_ms"]:.1f} ms
-({ol15["events"]:,} events, achieved {ol15["achieved_eps"]:,.0f} events/s).
-
-### Per broker
-
-{args.broker_events:,} demo events per broker, backlog published first, {best_w} worker
-process(es). "raw" is the broker's own client publishing, consuming and acking
-with comparable batching (`benchmarks/brokers/<name>_raw.py`); p99 is the
-in-worker latency (pull to commit) while draining the backlog.
-
-| broker | raw publish+consume+ack /s | scorebus end to end /s | scorebus / raw | p99 in worker (ms) |
-|---|---|---|---|---|
-{broker_table(brokers)}
-"""
-    doc = DOC.read_text() if DOC.exists() else "# Benchmarks\n\n"
-    head = doc.split(MARK)[0]
-    DOC.write_text(head + text)
-    print(f"wrote {DOC}")
-
-
-def broker_table(rows: list[dict[str, object]]) -> str:
-    lines = []
-    for r in rows:
-        if "skipped" in r:
-            lines.append(f"| {r['broker']} | skipped: {r['skipped']} | | | |")
-            continue
-        raw, eps = float(r["raw_eps"]), float(r["eps"])  # type: ignore[arg-type]
-        lines.append(
-            f"| {r['broker']} | {raw:,.0f} | {eps:,.0f} | {eps / raw:.2f} | {float(r['p99_service_ms']):.1f} |"  # type: ignore[arg-type]
-        )
-    return "\n".join(lines)
+    r["meta"] = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": platform.machine(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "events": cfg["events"],
+        "command": "make bench" if not argv else "python -m benchmarks.run " + " ".join(argv),
+        "open_loop_s": cfg["open_loop_s"],
+        "sweep_s": cfg["sweep_s"],
+        "broker_events": cfg["broker_events"],
+        "demo_batch": demo_policy(),
+    }
+    write(render(r, args.doc, args.png), args.doc)
+    print(f"wrote {args.doc}" + (f" and {args.png}" if r["plotted"] else " (no plot)"))
+    return r
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:] or None)

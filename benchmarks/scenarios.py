@@ -5,14 +5,14 @@
   message (the original one-event-at-a-time design);
 - pipeline: scorebus end to end on the embedded broker (publish done before;
   consume, validate, score, store, ack), in one and in several processes;
-- open loop: events published at a fixed rate (half the measured capacity),
-  latency from each event's scheduled time, so queueing is not hidden.
+- open loop: events published at fixed rates (fractions of the measured
+  capacity), latency from each event's scheduled time, so queueing is not hidden
+  (``benchmarks/load.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import multiprocessing as mp
 import sqlite3
 import time
 from pathlib import Path
@@ -24,14 +24,14 @@ import numpy as np
 from scorebus.app import Settings
 from scorebus.app.run import WorkerPool, run_app
 from scorebus.brokers import open_broker
-from scorebus.demo import SCORER, TOPIC, app
+from scorebus.demo import TOPIC
+from scorebus.demo import app as demo_app
 from scorebus.events import Event
 from scorebus.models.demo import FEATURES, Transaction, synthetic_transactions
 from scorebus.models.registry import Registry
 
 from .common import Timer, pct
-
-SUBSCRIPTION = f"{app.name}.{SCORER}"
+from .load import DEMO_APP, SUBSCRIPTION, phase, running
 
 
 def payloads(n: int, seed: int = 1) -> list[bytes]:
@@ -98,12 +98,11 @@ def _store_window(
 def pipeline(settings: Settings, data: list[bytes], workers: int) -> dict[str, float]:
     """End to end on the embedded broker, backlog published beforehand."""
     asyncio.run(_publish_all(settings, data))
+    started = time.time()
     if workers == 1:
-        started = time.time()
-        asyncio.run(run_app(app, settings, until_idle_s=3.0))
+        asyncio.run(run_app(demo_app, settings, until_idle_s=3.0))
     else:
-        started = time.time()
-        WorkerPool("scorebus.demo:app", settings, workers=workers, until_idle_s=3.0).start().wait()
+        WorkerPool(DEMO_APP, settings, workers=workers, until_idle_s=3.0).start().wait()
     n, first, last, _ = _store_window(settings)
     # The rate runs from the first committed batch to the last: start-up (imports,
     # model load) is reported apart, and the first batch (all rows share its
@@ -128,47 +127,21 @@ def pipeline_with_latency(settings: Settings, data: list[bytes], workers: int) -
     return {**result, "p99_service_ms": pct(service, 99)}
 
 
-def _paced_publisher(broker_url: str, data: list[bytes], rate: float, q: Any) -> None:
-    async def go() -> None:
-        async with open_broker(broker_url) as broker:
-            start = time.time() + 0.5
-            tick = 0.005
-            sent = 0
-            while sent < len(data):
-                due = min(len(data), int((time.time() - start) / 1 * rate) + 1)
-                if due > sent:
-                    # Each event's time is when it was due, not when it went out.
-                    events = [
-                        Event(
-                            id=f"ol-{k:08d}", type="bench.tx", time=start + k / rate, data=data[k]
-                        )
-                        for k in range(sent, due)
-                    ]
-                    await broker.publish(TOPIC, events)
-                    sent = due
-                await asyncio.sleep(tick)
-        q.put(sent)
+def open_loop(
+    settings: Settings,
+    data: list[bytes],
+    rates: list[float],
+    workers: int,
+    *,
+    seconds: float,
+    app_ref: str = DEMO_APP,
+) -> list[dict[str, Any]]:
+    """Fixed arrival rates, one phase each on the same warm workers, lowest first.
 
-    asyncio.run(go())
-
-
-def open_loop(settings: Settings, data: list[bytes], rate: float, workers: int) -> dict[str, float]:
-    """Fixed arrival rate; latency from each event's scheduled time (no coordinated omission)."""
-    asyncio.run(_publish_all(settings, []))
-    pool = WorkerPool("scorebus.demo:app", settings, workers=workers, until_idle_s=2.0).start()
-    time.sleep(3.0)  # let the workers load the model before the clock starts
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    pub = ctx.Process(target=_paced_publisher, args=(settings.broker, data, rate, q))
-    pub.start()
-    pub.join()
-    pool.wait()
-    n, first, last, lat = _store_window(settings)
-    return {
-        "rate": rate,
-        "events": n,
-        "achieved_eps": n / max(last - first, 1e-9),
-        "p50_ms": pct(lat, 50),
-        "p99_ms": pct(lat, 99),
-        "p999_ms": pct(lat, 99.9),
-    }
+    Latency runs from each event's scheduled time (no coordinated omission).
+    """
+    out = []
+    with running(settings, app_ref, workers):
+        for i, rate in enumerate(sorted(rates)):
+            out.append(phase(settings, data, [(rate, seconds)], f"ol{i}"))
+    return out

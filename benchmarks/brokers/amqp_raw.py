@@ -20,6 +20,7 @@ import aiormq
 from aiormq import spec
 from aiormq.abc import DeliveredMessage
 
+MEASURES = "confirmed publish + consume + ack, concurrent"
 _BODY = b'{"amount": 125.5, "card_id": "c-000042", "merchant": "m-17", "country": "DE"}'
 _WINDOW = 1000
 _PREFETCH = 500

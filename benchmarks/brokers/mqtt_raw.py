@@ -21,6 +21,7 @@ from paho.mqtt.properties import Properties
 
 HOST, PORT = "127.0.0.1", 1883
 WINDOW = 1000
+MEASURES = "QoS 1 publish + receive, concurrent"
 PAYLOAD = b'{"amount": 125.5, "card_id": 48213, "merchant": 912, "hour": 14, "country": 3}'
 
 

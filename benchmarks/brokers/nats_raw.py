@@ -19,6 +19,7 @@ import nats
 from nats.js import api
 
 BATCH = 500
+MEASURES = "publish, then pull + ack, both timed"
 PAYLOAD = b'{"amount": 182.5, "merchant_risk": 0.31, "hour": 14, "country": "DE", "age_days": 812}'
 
 

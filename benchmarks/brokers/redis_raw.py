@@ -19,6 +19,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 _BATCH = 500
+MEASURES = "publish + consume + ack, concurrent"
 _BODY = b'{"amount": 125.5, "card_id": "c-000042", "merchant": "m-17", "country": "DE"}'
 
 

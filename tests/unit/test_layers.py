@@ -1,6 +1,6 @@
 """Pins the import direction of the layers (DESIGN.md, STYLE.md "Layout").
 
-    events < brokers, models, sinks < runtime < app < demo, gcp, serving, deploy < cli
+    events < brokers, models, sinks < runtime < app < demo, gcp, serving, deploy, workflows < cli
 
 A module may import its own layer and layers of a lower rank, never a peer of the
 same rank (brokers, models and sinks do not know each other) nor anything above.
@@ -32,6 +32,7 @@ RANK = {
     "gcp": 4,
     "serving": 4,
     "deploy": 4,
+    "workflows": 4,
     "cli": 5,
 }
 SHARED = {"errors", "_sqlite", "_extras"}

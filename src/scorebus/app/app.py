@@ -18,14 +18,14 @@ it can still be called and tested directly.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from ..errors import ConfigError
 from ..events import Schema
 from ..events.schema import DEFAULT_MAX_BYTES
 from ..runtime.config import Batch, FlowControl, RetryPolicy
-from ..runtime.spec import Features, HandlerSpec, ModelSource, ScorerSpec
+from ..runtime.spec import Canary, Features, HandlerSpec, ModelSource, ScorerSpec
 
 F = TypeVar("F", bound=Callable[..., Any])
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{2,254}$")
@@ -37,6 +37,35 @@ def _check_name(kind: str, value: str) -> str:
             f"{kind} {value!r}: use 3-255 letters, digits, '.', '_' or '-', starting with a letter or digit"
         )
     return value
+
+
+def _emitted_types(emits: Any) -> frozenset[str]:
+    """``emits=`` (one type or several) as a set; a bare string is one type, not its letters."""
+    types = [emits] if isinstance(emits, str) else emits
+    try:
+        found = frozenset(types)
+    except TypeError:
+        found = None
+    if found is None or not all(isinstance(t, str) and t for t in found):
+        raise ConfigError(
+            f"app.on(emits={emits!r}): expected event type names, e.g. emits=['model.trained']"
+        )
+    return found
+
+
+def _check_challenger(shadow: ModelSource, canary: Any, sink: str | bool | None) -> None:
+    if canary is not None and not isinstance(canary, Canary):
+        raise ConfigError(f"scorer canary=: expected Canary(model=..., share=...), got {canary!r}")
+    if shadow is not None and canary is not None:
+        raise ConfigError(
+            "scorer shadow= and canary= are exclusive: a challenger either scores a copy "
+            "of the traffic (shadow) or a share of it (canary)"
+        )
+    if shadow is not None and sink is False:
+        raise ConfigError(
+            "scorer shadow= needs a results store (sink=False given): shadow results are "
+            "stored, never published"
+        )
 
 
 class App:
@@ -71,6 +100,8 @@ class App:
         name: str | None = None,
         max_event_bytes: int = DEFAULT_MAX_BYTES,
         ack_deadline_s: float = 60.0,
+        shadow: ModelSource = None,
+        canary: Canary | None = None,
     ) -> Callable[[F], F]:
         """Register a scorer: ``fn(events, predictions) -> results`` (one per event).
 
@@ -88,6 +119,13 @@ class App:
             name: the scorer's name; the function's name by default.
             max_event_bytes: larger payloads are dead-lettered as too large.
             ack_deadline_s: lease length; a batch closes early before it runs out.
+            shadow: a challenger (``NAME@ALIAS``, a ``Model``...) that scores a copy of
+                every batch; its results are stored as ``NAME.shadow``.
+            canary: ``Canary(model=..., share=0.1)``: a challenger that scores that share
+                of the events instead of ``model``. Exclusive with ``shadow``.
+
+        Models given as ``NAME`` or ``NAME@ALIAS`` are followed: when the alias moves,
+        the worker smoke-tests the new version and swaps it in between batches.
 
         Raises:
             ConfigError: a bad name, a duplicate scorer, or a bad config value.
@@ -108,6 +146,7 @@ class App:
             sink = None
         if publish is not None:
             _check_name("topic", publish)
+        _check_challenger(shadow, canary, sink)
 
         def register(fn: F) -> F:
             scorer_name = _check_name("scorer name", name or fn.__name__)
@@ -130,6 +169,9 @@ class App:
                 publish=publish,
                 result_type=f"{self.name}.{scorer_name}.scored",
                 ack_deadline_s=ack_deadline_s,
+                shadow=shadow,
+                canary=canary,
+                events_topic=self.events_topic,
             )
             return fn
 
@@ -143,10 +185,24 @@ class App:
         retry: RetryPolicy | None = None,
         name: str | None = None,
         ack_deadline_s: float = 300.0,
+        emits: Iterable[str] | None = None,
     ) -> Callable[[F], F]:
         """Register a workflow handler ``fn(event, ctx)`` for events of ``types``.
 
         The handler may call ``ctx.publish(type, data)`` to start the next step.
+
+        Args:
+            types: the event types it handles; others on the topic are acked unseen.
+            topic: the topic to consume; the app's ``events_topic`` by default.
+            schema: the event data's type; bad data is dead-lettered.
+            retry: backoff and maximum attempts when ``fn`` raises.
+            name: the handler's name; the function's name by default.
+            ack_deadline_s: lease length while ``fn`` runs.
+            emits: the event types ``fn`` publishes, for ``scorebus workflows``; by
+                default the function's ``emits`` attribute, if it has one.
+
+        Raises:
+            ConfigError: no types, a bad name or topic, a duplicate, or bad ``emits``.
         """
         if not types:
             raise ConfigError(
@@ -170,6 +226,7 @@ class App:
                 max_hops=self.max_hops,
                 ack_deadline_s=ack_deadline_s,
                 is_async=HandlerSpec.detect_async(fn),
+                emits=_emitted_types(emits if emits is not None else getattr(fn, "emits", ())),
             )
             return fn
 

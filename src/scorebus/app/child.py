@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from pathlib import Path
 
 import msgspec
 
@@ -23,9 +22,10 @@ def main(argv: list[str]) -> int:
     settings = Settings(
         broker=spec["broker"],
         store=spec["store"],
-        registry=Path(spec["registry"]),
+        registry=spec["registry"],
         trust_models=spec["trust_models"],
         ack_deadline_s=spec.get("ack_deadline_s"),
+        model_poll_s=spec.get("model_poll_s", Settings.model_poll_s),
     )
     app = load_app(spec["app"])
     report = asyncio.run(

@@ -21,6 +21,7 @@ import msgspec
 
 from ..brokers import open_broker
 from ..models.base import Model
+from ..models.registry import open_registry
 from ..runtime.worker import Worker, WorkerReport
 from .app import App
 from .settings import Settings
@@ -29,10 +30,21 @@ log = logging.getLogger(__name__)
 
 
 def model_resolver(settings: Settings) -> Any:
-    def resolve(ref: str) -> Model:
-        from ..models.registry import Registry
+    registry = open_registry(settings.registry)  # one per worker: a remote one keeps its client
 
-        return Registry(settings.registry).load(ref, trust=settings.trust_models)
+    def resolve(ref: str) -> Model:
+        return registry.load(ref, trust=settings.trust_models)
+
+    return resolve
+
+
+def version_resolver(settings: Settings) -> Any:
+    """``ref -> version`` it points at now: how the worker follows a model alias."""
+
+    registry = open_registry(settings.registry)
+
+    def resolve(ref: str) -> str:
+        return str(registry.resolve(ref).version)
 
     return resolve
 
@@ -71,6 +83,8 @@ async def run_app(
             broker=broker,
             store_url=settings.store,
             resolve_model=model_resolver(settings),
+            resolve_version=version_resolver(settings),
+            model_poll_s=settings.model_poll_s,
             startup=startup_hooks(app, settings),
             model_threads=model_threads,
             shutdown_grace_s=shutdown_grace_s,
@@ -104,6 +118,7 @@ class WorkerPool:
                 "registry": str(settings.registry),
                 "trust_models": settings.trust_models,
                 "ack_deadline_s": settings.ack_deadline_s,
+                "model_poll_s": settings.model_poll_s,
                 "until_idle_s": until_idle_s,
                 "grace_s": grace_s,
             }

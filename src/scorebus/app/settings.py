@@ -12,6 +12,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from ..models.registry import registry_location
+
 STATE_DIR = ".scorebus"
 
 
@@ -19,9 +21,10 @@ STATE_DIR = ".scorebus"
 class Settings:
     broker: str = f"sqlite:///{STATE_DIR}/bus.db"
     store: str = f"sqlite:///{STATE_DIR}/scores.db"
-    registry: Path = Path(STATE_DIR) / "models"
+    registry: Path | str = Path(STATE_DIR) / "models"  # a folder, or gs://BUCKET/PREFIX
     trust_models: bool = False
     ack_deadline_s: float | None = None  # overrides every scorer's and handler's lease
+    model_poll_s: float = 5.0  # how often followed model aliases are checked; 0: never
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -30,14 +33,30 @@ class Settings:
         return cls(
             broker=env.get("SCOREBUS_BROKER") or base.broker,
             store=env.get("SCOREBUS_STORE") or base.store,
-            registry=Path(env.get("SCOREBUS_REGISTRY") or base.registry),
+            registry=env.get("SCOREBUS_REGISTRY") or base.registry,
             trust_models=(env.get("SCOREBUS_TRUST_MODELS", "").lower() in {"1", "true", "yes"}),
             ack_deadline_s=_float(env, "SCOREBUS_ACK_DEADLINE"),
+            model_poll_s=_seconds(env, "SCOREBUS_MODEL_POLL", base.model_poll_s),
         )
+
+    def __post_init__(self) -> None:
+        # A gs:// URL stays a string (Path would fold its "//"); anything else is a Path.
+        object.__setattr__(self, "registry", registry_location(self.registry))
 
     def override(self, **flags: Any) -> Settings:
         """Apply CLI flags that were given (``None`` means not given)."""
         return replace(self, **{k: v for k, v in flags.items() if v is not None})
+
+
+def _seconds(env: Mapping[str, str], key: str, default: float) -> float:
+    value = _float(env, key)
+    if value is None:
+        return default
+    if value < 0:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"{key}={env[key]!r}: expected seconds >= 0 (0 turns it off)")
+    return value
 
 
 def _float(env: Mapping[str, str], key: str) -> float | None:

@@ -9,7 +9,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..app.loader import load_object
 from ..errors import ConfigError
-from ..models.registry import Registry
+from ..models.registry import open_registry
 from ..runtime.batch import batch_predict as run_batch
 from .common import JsonOpt, RegistryOpt, err, out, print_json, settings
 
@@ -41,7 +41,7 @@ def batch_predict(
     row_type = load_object(schema, "schema") if schema else None
     if row_type is not None and not isinstance(row_type, type):
         raise ConfigError(f"--schema {schema!r} is not a type")
-    loaded = Registry(cfg.registry).load(model, trust=cfg.trust_models)
+    loaded = open_registry(cfg.registry).load(model, trust=cfg.trust_models)
     storage: Any = None
     if file.startswith("gs://"):
         from ..gcp.storage import GcsStorage

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 from typing import Annotated, Any
 
 import msgspec
@@ -29,7 +29,11 @@ StoreOpt = Annotated[
     ),
 ]
 RegistryOpt = Annotated[
-    Path | None, typer.Option("--registry", help="Model registry folder. Env: SCOREBUS_REGISTRY.")
+    str | None,
+    typer.Option(
+        "--registry",
+        help="Model registry: a folder, or gs://BUCKET/PREFIX. Env: SCOREBUS_REGISTRY.",
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout instead of a table.")]
 
@@ -37,7 +41,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout inst
 def settings(
     broker: str | None = None,
     store: str | None = None,
-    registry: Path | None = None,
+    registry: str | os.PathLike[str] | None = None,
     trust_models: bool | None = None,
 ) -> Settings:
     """Flags over environment over defaults."""

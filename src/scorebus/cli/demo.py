@@ -20,7 +20,7 @@ from ..demo import SCORER, TOPIC, app
 from ..demo.data import EXPECTED_REASON, Plan, chunks
 from ..errors import ConfigError
 from ..models.demo import ensure_demo_model
-from ..models.registry import Registry
+from ..models.registry import open_registry
 from ..sinks.sqlite import SqliteResultStore
 from .common import BrokerOpt, JsonOpt, RegistryOpt, StoreOpt, err, out, print_json, settings
 
@@ -55,7 +55,7 @@ def demo(
             raise ConfigError(f"the demo runs on the embedded files: {key} must be sqlite:///FILE")
     workers = workers or default_workers()
     err.print("preparing the demo model (trained once from synthetic data)...")
-    mv = ensure_demo_model(Registry(cfg.registry))
+    mv = ensure_demo_model(open_registry(cfg.registry))
     plan = Plan(run_id=f"demo-{uuid.uuid4().hex[:8]}", total=events)
     err.print(
         f"run {plan.run_id}: {events} events ({bad_fraction:.1%} malformed), "

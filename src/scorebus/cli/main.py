@@ -18,9 +18,11 @@ from ..errors import ScorebusError
 from . import batch as batch_cmd
 from . import demo as demo_cmd
 from . import deploy as deploy_cmd
+from . import drift_cmd, ops
+from . import jobs as jobs_cmd
 from . import models as models_cmd
-from . import ops
 from . import topics as topics_cmd
+from . import workflows as workflows_cmd
 
 app = typer.Typer(
     name="scorebus",
@@ -40,7 +42,10 @@ app.add_typer(topics_cmd.topics_app, name="topics")
 app.add_typer(models_cmd.models_app, name="models")
 app.command("serve-model")(models_cmd.serve_model)
 app.command("batch-predict")(batch_cmd.batch_predict)
+app.add_typer(jobs_cmd.jobs_app, name="jobs")
 app.add_typer(deploy_cmd.deploy_app, name="deploy")
+app.command("workflows")(workflows_cmd.workflows)
+app.command("drift")(drift_cmd.drift)
 
 err = Console(stderr=True)
 

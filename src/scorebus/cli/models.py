@@ -1,4 +1,4 @@
-"""``scorebus models``: the local model registry."""
+"""``scorebus models``: the model registry (a folder, or ``gs://BUCKET/PREFIX``)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,16 @@ import typer
 from rich.table import Table
 
 from ..errors import ConfigError
-from ..models.registry import Registry
+from ..models.registry import ModelRegistry, open_registry
 from .common import JsonOpt, RegistryOpt, err, out, print_json, settings
+from .compare import compare
+from .model_show import show
 
 models_app = typer.Typer(help="List, register and promote model versions.", no_args_is_help=True)
 
 
-def _registry(path: Path | None) -> Registry:
-    return Registry(settings(registry=path).registry)
+def _registry(location: str | None) -> ModelRegistry:
+    return open_registry(settings(registry=location).registry)
 
 
 @models_app.command("list")
@@ -108,6 +110,10 @@ def rollback(
     """Move ALIAS back to the version it pointed at before the last promote."""
     mv = _registry(registry).rollback(name, alias)
     err.print(f"{alias} of {name} is back at version {mv.version}")
+
+
+models_app.command("show")(show)
+models_app.command("compare")(compare)
 
 
 def serve_model(

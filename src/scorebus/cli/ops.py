@@ -53,12 +53,21 @@ def run(
         bool,
         typer.Option("--create", help="First create the app's Pub/Sub topics and subscriptions."),
     ] = False,
+    model_poll: Annotated[
+        float | None,
+        typer.Option(
+            "--model-poll",
+            min=0,
+            help="Seconds between checks of followed model aliases (hot swap); 0 turns it "
+            "off. Env: SCOREBUS_MODEL_POLL. Default 5.",
+        ),
+    ] = None,
     broker: BrokerOpt = None,
     store: StoreOpt = None,
     registry: RegistryOpt = None,
 ) -> None:
     """Run an app's scorers and handlers until stopped (SIGINT/SIGTERM) or idle."""
-    cfg = settings(broker, store, registry, trust_model)
+    cfg = settings(broker, store, registry, trust_model).override(model_poll_s=model_poll)
     app = load_app(app_ref)
     if create:
         for line in asyncio.run(create_app_topics(app, cfg)):

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..app import App, Settings
 from ..models.demo import Transaction, ensure_demo_model
-from ..models.registry import Registry
+from ..models.registry import open_registry
 from ..runtime.config import Batch
 
 TOPIC = "transactions"
@@ -26,7 +26,7 @@ app = App("demo")
 @app.on_startup
 def build_model(settings: Settings) -> None:
     """Train and register the demo model on first use (deterministic, no downloads)."""
-    ensure_demo_model(Registry(settings.registry))
+    ensure_demo_model(open_registry(settings.registry))
 
 
 @app.scorer(

@@ -24,7 +24,7 @@ import pulumi
 import pulumi_gcp as gcp
 
 from ..app import Settings, load_app
-from ..models.registry import Registry
+from ..models.registry import open_registry
 from . import iam, pubsub
 from .args import ScorebusGcpArgs, VertexArgs
 from .bigquery import declare_results
@@ -70,7 +70,7 @@ class ScorebusGcp(pulumi.ComponentResource):
         app = load_app(args.app)
         self.plan: DeployPlan = plan_app(app)
         p, project, region = self.plan, args.project, args.region
-        registry = Registry(args.registry or Settings.from_env().registry)
+        registry = open_registry(args.registry or Settings.from_env().registry)
         apis = self._apis(name, project) if args.enable_apis else []
         child = pulumi.ResourceOptions(parent=self, depends_on=apis)
         grants = iam.Grants(name, project, region, child)

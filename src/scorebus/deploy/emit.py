@@ -90,8 +90,10 @@ def emit_project(args: ScorebusGcpArgs, folder: Path) -> list[Path]:
     app = load_app(args.app)
     plan_app(app)
     if args.registry is None:
-        registry = Path(Settings.from_env().registry).resolve()
-        args = replace(args, registry=os.path.relpath(registry, Path.cwd()))
+        location = Settings.from_env().registry
+        if isinstance(location, Path):  # a gs:// URL is the same from anywhere
+            location = os.path.relpath(location.resolve(), Path.cwd())
+        args = replace(args, registry=location)
     folder.mkdir(parents=True, exist_ok=True)
     app_root = os.path.relpath(Path.cwd().resolve(), folder.resolve())
     files = {

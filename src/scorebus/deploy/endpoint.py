@@ -20,7 +20,7 @@ import pulumi
 import pulumi_gcp as gcp
 
 from ..errors import ConfigError
-from ..models.registry import Registry
+from ..models.registry import ModelRegistry
 from .args import VertexArgs
 from .vertex import DeploymentArgs, ModelDeployment
 
@@ -69,7 +69,7 @@ def declare_deployment(
     vertex: VertexArgs,
     *,
     models: tuple[str, ...],
-    registry: Registry,
+    registry: ModelRegistry,
     bucket: gcp.storage.Bucket,
     endpoint: Endpoint,
     project: str,
@@ -84,7 +84,7 @@ def declare_deployment(
     ref = vertex.model or (models[0] if models else None)
     if ref is None:
         raise ConfigError("VertexArgs: no model= given and no scorer names a registry model")
-    mv = registry.resolve(ref)
+    mv = registry.fetch(ref)  # local files: a remote registry's version is downloaded
     prefix = f"models/{mv.name}/{mv.version}"
     artifacts: list[pulumi.Resource] = [
         gcp.storage.BucketObject(

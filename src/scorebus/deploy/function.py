@@ -24,7 +24,7 @@ from pathlib import Path
 import pulumi
 import pulumi_gcp as gcp
 
-from ..models.registry import Registry
+from ..models.registry import ModelRegistry
 from .args import ScorebusGcpArgs
 from .plan import DeployPlan
 from .source import ENTRY_POINT, REGISTRY_DIR, WORKSPACE, build_archive
@@ -67,7 +67,7 @@ def declare_function(
     plan: DeployPlan,
     *,
     bucket: gcp.storage.Bucket,
-    registry: Registry,
+    registry: ModelRegistry,
     runtime_email: pulumi.Input[str],
     store_url: str,
     endpoint: pulumi.Input[str],

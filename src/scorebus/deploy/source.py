@@ -28,7 +28,7 @@ from pathlib import Path
 
 from ..app import load_app
 from ..errors import ConfigError
-from ..models.registry import Registry
+from ..models.registry import ModelRegistry
 
 ENTRY_POINT = "score"
 WORKSPACE = "/workspace"  # where Cloud Functions puts the unpacked source
@@ -100,7 +100,7 @@ def _walk(folder: Path) -> Iterable[Path]:
             yield p
 
 
-def model_files(registry: Registry, refs: Iterable[str]) -> dict[str, bytes]:
+def model_files(registry: ModelRegistry, refs: Iterable[str]) -> dict[str, bytes]:
     """Archive name -> content for the registry versions the scorers name.
 
     Raises:
@@ -109,7 +109,7 @@ def model_files(registry: Registry, refs: Iterable[str]) -> dict[str, bytes]:
     out: dict[str, bytes] = {}
     shipped: dict[str, set[str]] = {}
     for ref in refs:
-        mv = registry.resolve(ref)
+        mv = registry.fetch(ref)  # a remote registry's version is downloaded first
         shipped.setdefault(mv.name, set()).add(mv.version)
         for name in (mv.file, "meta.json"):
             out[f"{REGISTRY_DIR}/{mv.name}/{mv.version}/{name}"] = (
@@ -169,7 +169,7 @@ def zip_bytes(entries: Mapping[str, bytes]) -> bytes:
 def build_archive(
     app_ref: str,
     *,
-    registry: Registry,
+    registry: ModelRegistry,
     models: Iterable[str] = (),
     extras: Iterable[str] = ("gcp", "bigquery"),
     requirements: Iterable[str] = (),

@@ -12,7 +12,8 @@
 
 The bucket's notifications (or an Eventarc trigger) arrive on ``landing``; for
 each finalized object the handler runs
-:func:`~scorebus.runtime.batch.batch_predict` on it and publishes
+:func:`~scorebus.runtime.batch_job.predict_file` (the generic core, also behind
+the ``file.landed`` job of :mod:`scorebus.workflows`) on it and publishes
 
 - ``predictions.ready``: the :class:`~scorebus.runtime.batch.BatchReport`
   (``uri``, ``output_uri``, ``errors_uri``, ``rows``, ``scored``, ``bad``,
@@ -37,11 +38,11 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import PermanentError, reason_of
 from ..events import Event
 from ..models.base import Model
-from ..runtime.batch import batch_predict, is_output, output_uris
-from ..runtime.files import Storage, detect_format
+from ..runtime.batch import is_output
+from ..runtime.batch_job import FAILED, READY, predict_file
+from ..runtime.files import Storage
 from ..runtime.spec import HandlerContext, PostProcess
 from .storage import FINALIZED, FileRef, from_event, split_uri
 
@@ -50,8 +51,14 @@ log = logging.getLogger(__name__)
 MESSAGE_PUBLISHED = "google.cloud.pubsub.topic.v1.messagePublished"
 EVENT_TYPES = (MESSAGE_PUBLISHED, FINALIZED)
 """The event types to register the handler for: Pub/Sub notifications and Eventarc."""
-READY = "predictions.ready"
-FAILED = "predictions.failed"
+__all__ = [
+    "EVENT_TYPES",
+    "FAILED",
+    "MESSAGE_PUBLISHED",
+    "READY",
+    "BatchPredictionHandler",
+    "batch_prediction_handler",
+]
 
 ModelSpec = str | Model | Callable[[], Model]
 
@@ -113,40 +120,19 @@ class BatchPredictionHandler:
         if ref is None or not self.wants(ref):
             log.debug("event=%s ignored: not a new input file", event.id)
             return
-        model = self.model()
-        try:
-            out_uri = self._out_uri(ref)
-            report = batch_predict(
-                ref.uri,
-                model=model,
-                schema=self.schema,
-                out_uri=out_uri,
-                batch_size=self.batch_size,
-                storage=self.storage,
-                fn=self.fn,
-                content_type=ref.content_type,
-            )
-        except (PermanentError, FileNotFoundError) as exc:
-            reason = "not_found" if isinstance(exc, FileNotFoundError) else reason_of(exc)
-            log.warning(
-                "event=%s file=%s model=%s@%s failed: %s: %s",
-                event.id, ref.uri, model.name, model.version, reason, exc,
-            )  # fmt: skip
-            failed = {"uri": ref.uri, "generation": ref.generation, "reason": reason}
-            ctx.publish(FAILED, {**failed, "error": str(exc)}, topic=self.publish_topic)
-            return
-        log.info(
-            "event=%s file=%s model=%s rows=%d scored=%d bad=%d",
-            event.id, ref.uri, report.model, report.rows, report.scored, report.bad,
-        )  # fmt: skip
-        ready = {**report.to_dict(), "generation": ref.generation}
-        ctx.publish(READY, ready, topic=self.publish_topic)
-
-    def _out_uri(self, ref: FileRef) -> str | None:
-        if self.output_dir is None:
-            return None
-        out, _ = output_uris(ref.uri, detect_format(ref.uri, ref.content_type))
-        return f"{self.output_dir.rstrip('/')}/{out.rsplit('/', 1)[-1]}"
+        predict_file(
+            ctx,
+            ref.uri,
+            model=self.model(),
+            schema=self.schema,
+            storage=self.storage,
+            fn=self.fn,
+            batch_size=self.batch_size,
+            output_dir=self.output_dir,
+            content_type=ref.content_type,
+            publish_topic=self.publish_topic,
+            extra={"generation": ref.generation},
+        )
 
 
 def batch_prediction_handler(

@@ -18,6 +18,7 @@ from typing import Any
 
 from ..app import App, Settings
 from ..app.run import model_resolver, startup_hooks
+from ..app.settings import STATE_DIR
 from ..brokers import open_broker
 from ..brokers.base import Broker
 from ..brokers.dlq_store import DeadLetterStore
@@ -42,7 +43,9 @@ class PushRuntime:
     def __init__(self, app: App, settings: Settings, *, dlq_path: str | Path | None = None) -> None:
         self.app = app
         self.settings = settings
-        self.dlq_path = Path(dlq_path or Path(settings.registry).parent / "dead_letters.db")
+        # Beside a local registry; in the state folder when the registry is remote (gs://).
+        state = settings.registry.parent if isinstance(settings.registry, Path) else STATE_DIR
+        self.dlq_path = Path(dlq_path or Path(state) / "dead_letters.db")
         self.push: PushBroker | None = None
         self._publish_to: Broker | None = None
         self._task: asyncio.Task[Any] | None = None

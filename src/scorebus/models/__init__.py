@@ -17,7 +17,7 @@ from .demo import (
 )
 from .loader import build_model, flavour_of, load_model
 from .onnx import OnnxModel
-from .registry import DEFAULT_ROOT, ModelVersion, Registry
+from .registry import DEFAULT_ROOT, ModelRegistry, ModelVersion, Registry, open_registry
 from .sklearn import SAFE_SKOPS_TYPES, SklearnModel
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "SAFE_SKOPS_TYPES",
     "Model",
     "ModelRef",
+    "ModelRegistry",
     "ModelVersion",
     "OnnxModel",
     "Registry",
@@ -39,6 +40,7 @@ __all__ = [
     "flavour_of",
     "load_model",
     "model_id",
+    "open_registry",
     "synthetic_features",
     "synthetic_transactions",
     "train_demo_model",

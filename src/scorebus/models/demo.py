@@ -9,7 +9,7 @@ misses. About 2% of transactions are fraud.
 
 Example::
 
-    registry = Registry()
+    registry = open_registry()
     ensure_demo_model(registry)          # trains and registers fraud v1 once
     model = registry.load("fraud")
     rows = synthetic_transactions(512, seed=1)
@@ -24,7 +24,8 @@ from typing import Annotated, Any
 import msgspec
 import numpy as np
 
-from .registry import ModelVersion, Registry
+from .registry_base import ModelRegistry
+from .version import ModelVersion
 
 DEMO_MODEL = "fraud"
 FEATURES: tuple[str, ...] = (
@@ -207,7 +208,7 @@ def evaluate(model: Any, seed: int, n: int = HOLDOUT_ROWS) -> dict[str, float]:
     }
 
 
-def ensure_demo_model(registry: Registry, *, seed: int = 7) -> ModelVersion:
+def ensure_demo_model(registry: ModelRegistry, *, seed: int = 7) -> ModelVersion:
     """Register the demo model as ``fraud`` v1 (alias ``champion``) unless ``fraud`` exists.
 
     Safe when several processes call it at once: one trains, the others wait

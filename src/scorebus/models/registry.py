@@ -1,4 +1,4 @@
-"""A local model registry on disk: versions, aliases, promotion and rollback.
+"""The model registry on disk (the default), and ``open_registry`` for any location.
 
 Layout (safe for several processes reading while one writes)::
 
@@ -7,13 +7,13 @@ Layout (safe for several processes reading while one writes)::
     ROOT/NAME/aliases.json          {"aliases": {...}, "history": {...}}
     ROOT/.locks/model-NAME.lock     serialises writers of NAME
 
-Versions are integers assigned by the registry. A reference is ``NAME``
-(alias ``champion`` if set, else the latest version), ``NAME@3``,
-``NAME@latest`` or ``NAME@ALIAS``.
+A ``gs://BUCKET/PREFIX`` location opens the Cloud Storage registry instead
+(``registry_gcs``), with the same layout under the prefix and the same
+behaviour (``ModelRegistry`` in ``registry_base``).
 
 Example::
 
-    registry = Registry()
+    registry = open_registry(".scorebus/models")    # or "gs://my-bucket/models"
     mv = registry.register("fraud", estimator, metrics={"auc": 0.93})
     registry.promote("fraud", mv.version)
     model = registry.load("fraud@champion")
@@ -22,39 +22,45 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import os
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from ..errors import ConfigError
-from ._fs import atomic_copy, file_lock
-from .base import Model, ModelRef
-from .loader import build_model
+from .._extras import load_backend
+from ._fs import file_lock
+from .registry_base import DEFAULT_ALIAS, Describe, ModelRegistry, WriteModel
 from .version import (
+    AliasState,
     ModelVersion,
-    check_alias,
     check_name,
-    dump_skops,
-    inspect_source,
+    encode_aliases,
     is_name,
     read_aliases,
     read_version,
-    simple_params,
     write_aliases,
     write_version,
 )
 
 DEFAULT_ROOT = ".scorebus/models"
-DEFAULT_ALIAS = "champion"
+GCS_SCHEME = "gs://"
 
-__all__ = ["DEFAULT_ALIAS", "DEFAULT_ROOT", "ModelVersion", "Registry"]
+__all__ = [
+    "DEFAULT_ALIAS",
+    "DEFAULT_ROOT",
+    "ModelRegistry",
+    "ModelVersion",
+    "Registry",
+    "open_registry",
+    "registry_location",
+]
+
+T = TypeVar("T")
 
 
-class Registry:
-    """Versions and aliases of models under one directory.
+class Registry(ModelRegistry):
+    """Versions and aliases of models under one local directory.
 
     Args:
         root: Registry directory; created on the first write.
@@ -63,8 +69,11 @@ class Registry:
     def __init__(self, root: str | os.PathLike[str] = DEFAULT_ROOT) -> None:
         self.root = Path(root).expanduser().absolute()
 
+    @property
+    def location(self) -> str:
+        return str(self.root)
+
     def names(self) -> list[str]:
-        """Names that have at least one version, sorted."""
         if not self.root.is_dir():
             return []
         return sorted(
@@ -72,221 +81,50 @@ class Registry:
         )
 
     def versions(self, name: str) -> list[str]:
-        """Complete versions of ``name``, oldest first (empty if unknown)."""
         base = self.root / name
         if not is_name(name) or not base.is_dir():
             return []
         found = [p.name for p in base.iterdir() if (p / "meta.json").is_file()]
         return sorted((v for v in found if v.isdigit()), key=int)
 
-    def aliases(self, name: str) -> dict[str, str]:
-        """Alias -> version for ``name``."""
-        return dict(read_aliases(self._aliases_file(name)).aliases)
-
-    def get(self, name: str, version: str | int) -> ModelVersion:
-        """One version's metadata.
-
-        Raises:
-            ConfigError: Unknown name or version (the message lists what exists).
-        """
-        self._require_name(name)
-        meta = self.root / name / str(version) / "meta.json"
-        if not str(version).isdigit() or not meta.is_file():
-            known = ", ".join(self.versions(name))
-            raise ConfigError(f"model {name!r} has no version {version!r}; versions: {known}")
-        return read_version(meta)
-
-    def resolve(self, ref: str | ModelRef) -> ModelVersion:
-        """The version a reference points at.
-
-        Args:
-            ref: ``NAME``, ``NAME@VERSION``, ``NAME@latest`` or ``NAME@ALIAS``.
-                Without a selector: alias ``champion`` if set, else the latest.
-
-        Returns:
-            The resolved version.
-
-        Raises:
-            ConfigError: Malformed reference, or unknown name, version or alias.
-        """
-        ref = ModelRef.parse(ref) if isinstance(ref, str) else ref
-        self._require_name(ref.name)
-        selector = ref.selector
-        aliases = self.aliases(ref.name)
-        if selector is None:
-            selector = DEFAULT_ALIAS if DEFAULT_ALIAS in aliases else "latest"
-        if selector == "latest":
-            return self.get(ref.name, self.versions(ref.name)[-1])
-        if selector.isdigit():
-            return self.get(ref.name, selector)
-        if selector not in aliases:
-            named = ", ".join(sorted(aliases)) or "(none)"
-            numbered = ", ".join(self.versions(ref.name))
-            raise ConfigError(
-                f"model {ref.name!r} has no alias {selector!r}; "
-                f"aliases: {named}; versions: {numbered}"
-            )
-        return self.get(ref.name, aliases[selector])
-
-    def load(self, ref: str | ModelRef, *, trust: bool = False) -> Model:
-        """Resolve ``ref`` and return the loaded model.
-
-        Args:
-            ref: As for ``resolve``.
-            trust: Allow pickle/joblib files. Only for files you trust.
-
-        Returns:
-            A loaded model whose name and version are the registry's.
-
-        Raises:
-            ConfigError: Unknown reference.
-            ModelLoadError: The file cannot or must not be loaded.
-        """
-        mv = self.resolve(ref)
-        model = build_model(
-            mv.file_path,
-            name=mv.name,
-            version=mv.version,
-            trust=trust,
-            features=mv.features or None,
-            flavour=mv.flavour,
-        )
-        model.load()
-        return model
-
-    def register(
-        self,
-        name: str,
-        source: Any,
-        *,
-        flavour: str | None = None,
-        features: tuple[str, ...] | list[str] | None = None,
-        metrics: Mapping[str, float] | None = None,
-        params: Mapping[str, Any] | None = None,
-        training_data: str | Mapping[str, Any] | None = None,
-        alias: str | None = None,
-        trust: bool = False,
-    ) -> ModelVersion:
-        """Store a new version of ``name`` and return it.
-
-        Args:
-            name: Model name (letters, digits, ``_ . -``).
-            source: A model file (``.skops``, ``.onnx``, ``.pkl``, ``.joblib``:
-                copied in) or a fitted scikit-learn estimator (saved with skops).
-            flavour: Override the flavour chosen from the extension.
-            features: Input column names; default from the estimator.
-            metrics: Evaluation figures, e.g. ``{"auc": 0.93}``.
-            params: Training parameters; default an estimator's simple params.
-            training_data: Where the training data came from.
-            alias: Point this alias at the new version.
-            trust: Load a pickle/joblib file to check it and read its signature.
-
-        Returns:
-            The new version.
-
-        Raises:
-            ConfigError: Bad name or alias, or a source that is neither.
-            ModelLoadError: The model cannot be loaded to check it.
-        """
-        check_name(name)
-        if alias is not None:
-            check_alias(alias)
-        flavour, suffix, signature = inspect_source(
-            name, source, flavour=flavour, features=features, trust=trust
-        )
-        is_file = isinstance(source, str | os.PathLike)
-        if params is None and not is_file:
-            params = simple_params(source)
-        with self._lock(name):
-            version = str(max((int(v) for v in self._version_dirs(name)), default=0) + 1)
-            vdir = self.root / name / version
-            vdir.mkdir(parents=True)
-            target = vdir / f"model{suffix}"
-            try:
-                if is_file:
-                    atomic_copy(Path(source), target)
-                else:
-                    dump_skops(source, target)
-            except BaseException:
-                shutil.rmtree(vdir, ignore_errors=True)
-                raise
-            mv = ModelVersion(
-                name=name,
-                version=version,
-                flavour=flavour,
-                file=target.name,
-                features=signature.inputs if signature else tuple(features or ()),
-                outputs=signature.outputs if signature else ("score",),
-                metrics={k: float(v) for k, v in (metrics or {}).items()},
-                params=dict(params or {}),
-                training_data=dict(training_data)
-                if isinstance(training_data, Mapping)
-                else training_data,
-                created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                path=str(vdir),
-            )
-            write_version(mv)
-            if alias is not None:
-                self._move_alias(name, alias, version)
-        return mv
-
-    def set_alias(self, name: str, alias: str, version: str | int) -> ModelVersion:
-        """Point ``alias`` at ``version``, remembering the previous holder.
-
-        Returns:
-            The version the alias now points at.
-
-        Raises:
-            ConfigError: Bad alias, or unknown name or version.
-        """
-        check_alias(alias)
-        mv = self.get(name, version)
-        with self._lock(name):
-            self._move_alias(name, alias, mv.version)
-        return mv
-
-    def promote(self, name: str, version: str | int, alias: str = DEFAULT_ALIAS) -> ModelVersion:
-        """Make ``version`` the holder of ``alias`` (default ``champion``); see ``rollback``."""
-        return self.set_alias(name, alias, version)
-
-    def rollback(self, name: str, alias: str = DEFAULT_ALIAS) -> ModelVersion:
-        """Point ``alias`` back at the version it held before the last change.
-
-        Returns:
-            The version the alias now points at.
-
-        Raises:
-            ConfigError: Unknown name, or no earlier holder to go back to.
-        """
-        self._require_name(name)
-        with self._lock(name):
-            state = read_aliases(self._aliases_file(name))
-            earlier = state.history.get(alias, [])
-            if not earlier:
-                raise ConfigError(f"alias {name}@{alias} has no earlier version to roll back to")
-            state.aliases[alias] = earlier.pop()
-            write_aliases(self._aliases_file(name), state)
-        return self.get(name, state.aliases[alias])
-
     @contextlib.contextmanager
     def lock(self, key: str) -> Iterator[None]:
-        """Hold an inter-process lock named ``key`` (not re-entrant; not a model name)."""
         check_name(key, "lock name")
         with file_lock(self.root / ".locks" / f"{key}.lock"):
             yield
 
-    def _lock(self, name: str) -> contextlib.AbstractContextManager[None]:
-        return self.lock(f"model-{name}")
+    def _read_version(self, name: str, version: str) -> ModelVersion | None:
+        meta = self.root / name / version / "meta.json"
+        return read_version(meta) if meta.is_file() else None
 
-    def _move_alias(self, name: str, alias: str, version: str) -> None:
-        state = read_aliases(self._aliases_file(name))
-        current = state.aliases.get(alias)
-        if current == version:
-            return
-        if current is not None:
-            state.history.setdefault(alias, []).append(current)
-        state.aliases[alias] = version
-        write_aliases(self._aliases_file(name), state)
+    def _read_aliases(self, name: str) -> AliasState:
+        return read_aliases(self._aliases_file(name))
+
+    def _update_aliases(self, name: str, change: Callable[[AliasState], T]) -> T:
+        with self.lock(f"model-{name}"):
+            state = read_aliases(self._aliases_file(name))
+            before = encode_aliases(state)
+            result = change(state)
+            if encode_aliases(state) != before:
+                write_aliases(self._aliases_file(name), state)
+        return result
+
+    def _store(self, name: str, file: str, write: WriteModel, describe: Describe) -> ModelVersion:
+        with self.lock(f"model-{name}"):
+            version = str(max((int(v) for v in self._version_dirs(name)), default=0) + 1)
+            vdir = self.root / name / version
+            vdir.mkdir(parents=True)
+            try:
+                write(vdir / file)
+                mv = describe(version, str(vdir))
+                write_version(mv)
+            except BaseException:
+                shutil.rmtree(vdir, ignore_errors=True)
+                raise
+        return mv
+
+    def _local(self, mv: ModelVersion) -> ModelVersion:
+        return mv
 
     def _aliases_file(self, name: str) -> Path:
         return self.root / name / "aliases.json"
@@ -296,7 +134,41 @@ class Registry:
         base = self.root / name
         return [p.name for p in base.iterdir() if p.name.isdigit()] if base.is_dir() else []
 
-    def _require_name(self, name: str) -> None:
-        if not is_name(name) or not self.versions(name):
-            known = ", ".join(self.names()) or f"none (registry {self.root} is empty)"
-            raise ConfigError(f"unknown model {name!r}; registered models: {known}")
+
+def registry_location(root: str | os.PathLike[str]) -> str | Path:
+    """A registry location as settings keep it: a ``gs://`` URL as is, else a path.
+
+    ``Path("gs://b/p")`` would fold the ``//``, so URLs stay strings.
+    """
+    text = os.fspath(root)
+    return text if text.startswith(GCS_SCHEME) else Path(text)
+
+
+def open_registry(root: str | os.PathLike[str] = DEFAULT_ROOT, **options: Any) -> ModelRegistry:
+    """The registry at ``root``: Cloud Storage for ``gs://BUCKET[/PREFIX]``, else a folder.
+
+    Args:
+        root: A folder, or ``gs://BUCKET[/PREFIX]``.
+        **options: Keyword arguments of ``GcsRegistry`` (``client``, ``project``,
+            ``endpoint``, ``cache_dir``...); none apply to a folder.
+
+    Returns:
+        A ``ModelRegistry``.
+
+    Raises:
+        ConfigError: A malformed ``gs://`` URL, or options given for a folder.
+        ImportError: ``gs://`` without google-cloud-storage (names the extra).
+    """
+    location = registry_location(root)
+    if isinstance(location, str):
+        cls = load_backend("scorebus.models", "registry_gcs", "GcsRegistry", "gcs")
+        registry: ModelRegistry = cls(location, **options)
+        return registry
+    if options:
+        from ..errors import ConfigError
+
+        raise ConfigError(
+            f"registry {str(location)!r} is a folder: options {sorted(options)} "
+            "apply only to gs://BUCKET/PREFIX"
+        )
+    return Registry(location)

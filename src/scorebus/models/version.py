@@ -36,7 +36,9 @@ class ModelVersion(msgspec.Struct, frozen=True, kw_only=True):
     params: dict[str, Any] = {}
     training_data: str | dict[str, Any] | None = None
     created_at: str = ""
-    path: str = ""  # the version's directory, filled in when read, never stored
+    # Where the version lives, filled in when read, never stored: its directory,
+    # or its gs:// URL in a Cloud Storage registry until fetched.
+    path: str = ""
 
     @property
     def ref(self) -> str:
@@ -45,7 +47,7 @@ class ModelVersion(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def file_path(self) -> Path:
-        """Absolute path of the model file."""
+        """Absolute path of the model file (of a local or fetched version)."""
         return Path(self.path) / self.file
 
 
@@ -55,6 +57,30 @@ class AliasState(msgspec.Struct):
     aliases: dict[str, str] = {}
     # Most recent last, so rollback pops what the last promote replaced.
     history: dict[str, list[str]] = {}
+
+    def move(self, alias: str, version: str) -> str:
+        """Point ``alias`` at ``version``, keeping the previous holder; returns ``version``."""
+        current = self.aliases.get(alias)
+        if current != version:
+            if current is not None:
+                self.history.setdefault(alias, []).append(current)
+            self.aliases[alias] = version
+        return version
+
+    def step_back(self, name: str, alias: str) -> str:
+        """Point ``alias`` at its previous holder and return that version.
+
+        Raises:
+            ConfigError: ``alias`` does not exist, or has no earlier holder.
+        """
+        earlier = self.history.get(alias, [])
+        if alias not in self.aliases and not earlier:
+            named = ", ".join(sorted(self.aliases)) or "(none)"
+            raise ConfigError(f"model {name!r} has no alias {alias!r}; aliases: {named}")
+        if not earlier:
+            raise ConfigError(f"alias {name}@{alias} has no earlier version to roll back to")
+        self.aliases[alias] = earlier.pop()
+        return self.aliases[alias]
 
 
 def _enc_hook(obj: Any) -> Any:
@@ -66,28 +92,44 @@ def _enc_hook(obj: Any) -> Any:
 _encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
 
 
+def encode_version(mv: ModelVersion) -> bytes:
+    """``meta.json``'s bytes: every field but ``path``."""
+    return _encoder.encode({k: v for k, v in msgspec.structs.asdict(mv).items() if k != "path"})
+
+
+def decode_version(data: bytes, path: str) -> ModelVersion:
+    """Decode ``meta.json``'s bytes; ``path`` is where the version lives."""
+    return msgspec.structs.replace(msgspec.json.decode(data, type=ModelVersion), path=path)
+
+
 def read_version(meta: Path) -> ModelVersion:
     """Decode ``meta.json`` and attach its directory as ``path``."""
-    mv = msgspec.json.decode(meta.read_bytes(), type=ModelVersion)
-    return msgspec.structs.replace(mv, path=str(meta.parent))
+    return decode_version(meta.read_bytes(), str(meta.parent))
 
 
 def write_version(mv: ModelVersion) -> None:
     """Write ``meta.json`` into ``mv.path`` (the last step of registering)."""
-    stored = {k: v for k, v in msgspec.structs.asdict(mv).items() if k != "path"}
-    atomic_write_bytes(Path(mv.path) / "meta.json", _encoder.encode(stored))
+    atomic_write_bytes(Path(mv.path) / "meta.json", encode_version(mv))
+
+
+def encode_aliases(state: AliasState) -> bytes:
+    """``aliases.json``'s bytes."""
+    return msgspec.json.encode(state)
+
+
+def decode_aliases(data: bytes | None) -> AliasState:
+    """Decode ``aliases.json``'s bytes; ``None`` (no file) means no aliases."""
+    return AliasState() if data is None else msgspec.json.decode(data, type=AliasState)
 
 
 def read_aliases(path: Path) -> AliasState:
     """Decode ``aliases.json``; a missing file means no aliases."""
-    if not path.is_file():
-        return AliasState()
-    return msgspec.json.decode(path.read_bytes(), type=AliasState)
+    return decode_aliases(path.read_bytes() if path.is_file() else None)
 
 
 def write_aliases(path: Path, state: AliasState) -> None:
     """Replace ``aliases.json`` atomically."""
-    atomic_write_bytes(path, msgspec.json.encode(state))
+    atomic_write_bytes(path, encode_aliases(state))
 
 
 def check_name(text: str, what: str = "model name") -> None:

@@ -21,10 +21,17 @@ def _check(cond: bool, group: str, key: str, value: object, valid: str) -> None:
 class Batch:
     """Micro-batching: a batch closes at ``max_size`` events or ``max_wait_ms`` after
     its first event, whichever comes first, and never later than the earliest lease
-    deadline in it allows."""
+    deadline in it allows.
+
+    With ``adaptive`` (the default) it may close sooner: the size is chosen from
+    the measured arrival rate and per-batch cost, so a trickle is scored at once
+    and a flood in large batches (``runtime/batching.py``). ``adaptive=False``
+    always waits for ``max_size`` or ``max_wait_ms``.
+    """
 
     max_size: int = 512
     max_wait_ms: float = 5.0
+    adaptive: bool = True
 
     def __post_init__(self) -> None:
         _check(1 <= self.max_size <= 100_000, "Batch", "max_size", self.max_size, "in 1..100000")

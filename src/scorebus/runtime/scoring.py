@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from concurrent.futures import Executor
 from typing import Any
 
-import msgspec
 import numpy as np
 
 from ..brokers.base import Broker, Delivery, Subscription
@@ -26,25 +25,18 @@ from ..errors import ConfigError, PermanentError, TransientError, reason_of
 from ..events import Event
 from ..models.base import Model
 from ..sinks.base import OutboxEvent, ScoreResult, Sink
+from .batching import BatchController
 from .flow import FlowController
 from .metrics import LoopMetrics
+from .rollout import BatchModels, ModelSet, Scored, model_id, shadow_results
+from .rollout import encode as _encode
 from .settle import Settler
-from .spec import ScorerSpec, feature_getter
+from .spec import ScorerSpec
 
 log = logging.getLogger(__name__)
 
 Item = tuple[Delivery, Any, float]  # delivery, validated data, wall time received
-
-
-def _enc_hook(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise NotImplementedError(f"cannot encode {type(obj).__name__} in a result")
-
-
-_encode = msgspec.json.Encoder(enc_hook=_enc_hook).encode
+_LEASE_MARGIN_S = 2.0  # a batch is committed at least this long before its first lease ends
 
 
 class ScoringLoop:
@@ -57,6 +49,7 @@ class ScoringLoop:
         model: the loaded model, or ``None`` for model-less scorers.
         executor: the bounded pool for features + predict + ``fn``.
         outbox: commit published results through the sink's outbox (relayed later).
+        challenger: the loaded shadow or canary model of ``spec``, if it has one.
     """
 
     def __init__(
@@ -70,19 +63,21 @@ class ScoringLoop:
         stop: asyncio.Event,
         outbox: bool = False,
         max_batches_in_flight: int = 4,
+        challenger: Model | None = None,
     ) -> None:
         self.spec = spec
         self.broker = broker
         self.sink = sink
-        self.model = model
+        # The main model and the challenger, each swapped between batches (swap.py).
+        self.models = ModelSet(spec, model, challenger)
         self.executor = executor
         self.stop = stop
         self.outbox = outbox and spec.publish is not None and sink is not None
         self.flow = FlowController(spec.flow)
         self.metrics = LoopMetrics()
         self._slots = asyncio.Semaphore(max_batches_in_flight)
+        self.batcher = BatchController(spec.batch)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._features = spec.features
         self.sub: Subscription | None = None
         self._settle: Settler | None = None
         self._down_for = 0.0
@@ -92,20 +87,25 @@ class ScoringLoop:
     def in_flight(self) -> int:
         return self.flow.messages
 
+    @property
+    def model(self) -> Model | None:
+        """The main model the next batch takes."""
+        return self.models.model
+
     async def run(self) -> None:
         spec = self.spec
         self.sub = await self.broker.subscription(
             spec.topic, spec.subscription, ack_deadline_s=spec.ack_deadline_s
         )
         self._settle = Settler(self.sub, spec.retry, self.metrics, scorer=spec.name)
-        max_wait = spec.batch.max_wait_ms / 1000
+        batcher = self.batcher
         pending: list[Item] = []
         opened = 0.0
         while not self.stop.is_set():
             if self.flow.room() == 0:
                 await self._wait_flow()
                 continue
-            timeout = max(0.0, opened + max_wait - time.monotonic()) if pending else 0.1
+            timeout = self._pull_timeout(pending, opened) if pending else 0.1
             want = min(self.flow.room(), spec.batch.max_size - len(pending))
             try:
                 deliveries = await self.sub.pull(want, timeout) if want else []
@@ -113,15 +113,16 @@ class ScoringLoop:
                 await self._broker_down(exc)
                 continue
             self._down_for = 0.0
+            now = time.monotonic()
+            batcher.arrived(len(deliveries), now)
             if deliveries:
                 self.metrics.touch()
                 good = await self._admit(deliveries)
                 if good and not pending:
-                    opened = time.monotonic()
+                    opened = now
                 pending.extend(good)
             if pending and (
-                len(pending) >= spec.batch.max_size
-                or time.monotonic() - opened >= max_wait
+                batcher.should_close(len(pending), now - opened, len(self._tasks))
                 or self._lease_closing(pending)
             ):
                 await self._dispatch(pending)
@@ -159,7 +160,14 @@ class ScoringLoop:
     def _lease_closing(self, items: list[Item]) -> bool:
         # Close the batch early when the first lease in it is about to run out:
         # a result committed after its lease expired would be redelivered.
-        return items[0][0].remaining_s() < 2.0
+        return items[0][0].remaining_s() < _LEASE_MARGIN_S + self.batcher.cost(len(items))
+
+    def _pull_timeout(self, pending: list[Item], opened: float) -> float:
+        # What the batcher would wait for, and never past the point where the
+        # first lease in the batch obliges it to close.
+        wait = self.batcher.wait_s(len(pending), time.monotonic() - opened, len(self._tasks))
+        lease = pending[0][0].remaining_s() - _LEASE_MARGIN_S - self.batcher.cost(len(pending))
+        return max(0.0, min(wait, lease))
 
     async def _admit(self, deliveries: list[Delivery]) -> list[Item]:
         """Account for, decode and validate pulled deliveries; dead-letter the bad ones."""
@@ -178,21 +186,28 @@ class ScoringLoop:
                 good.append((d, decode(d.event.data), now))
             except PermanentError as exc:
                 bad.append((d, exc.reason, str(exc)))
+        # The last events seen: what a new model version is smoke-tested on.
+        self.models.recent.extend(x for _, x, _ in good)
         if bad:
             await self._settle.dead_letter(bad)
             self.flow.release(len(bad), sum(d.size for d, _, _ in bad))
         return good
 
     async def _dispatch(self, items: list[Item]) -> None:
-        await self._slots.acquire()
-        task = asyncio.create_task(self._process(items))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        # The models are taken here, in dispatch order: a swap applies to the next
+        # batch, so results stay in version order and a batch has one version.
+        for part, models in self.models.split(items, lambda item: item[0].event.id):
+            await self._slots.acquire()
+            task = asyncio.create_task(self._process(part, models))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
-    async def _process(self, items: list[Item]) -> None:
+    async def _process(self, items: list[Item], models: BatchModels) -> None:
         keeper = asyncio.create_task(self._keep_leases([d for d, _, _ in items]))  # noqa: RUF006
+        started = time.monotonic()
         try:
-            await self._score_and_commit(items)
+            await self._score_and_commit(items, models)
+            self.batcher.finished(len(items), time.monotonic() - started)
         except TransientError as exc:
             # Settling (ack, nack, dead-letter) failed because the broker is away:
             # the leases run out and the broker redelivers; results already
@@ -228,42 +243,49 @@ class ScoringLoop:
             for d in deliveries:
                 d.deadline = deadline
 
-    async def _score_and_commit(self, items: list[Item]) -> None:
+    async def _score_and_commit(self, items: list[Item], models: BatchModels) -> None:
         assert self._settle is not None
         loop = asyncio.get_running_loop()
         deliveries = [d for d, _, _ in items]
         try:
-            outputs = await loop.run_in_executor(
-                self.executor, self._score, [x for _, x, _ in items]
+            scored = await loop.run_in_executor(
+                self.executor, self.models.score, models, [x for _, x, _ in items]
             )
-        except TransientError as exc:
-            self._log_failure(deliveries, exc)
-            await self._settle.retry(deliveries, exc)
-            return
         except Exception as exc:
+            if models.canary:
+                # A failing canary never costs an event: the main model rescores them.
+                self._challenger_failed(deliveries, models.model, exc)
+                await self._score_and_commit(items, BatchModels(self.model))
+                return
+            if isinstance(exc, TransientError):
+                self._log_failure(deliveries, exc, models.model)
+                await self._settle.retry(deliveries, exc)
+                return
             if len(items) > 1:
                 # One bad event must not sink the batch: score them one by one.
                 for item in items:
-                    await self._score_and_commit([item])
+                    await self._score_and_commit([item], models)
                 return
-            self._log_failure(deliveries, exc)
+            self._log_failure(deliveries, exc, models.model)
             if isinstance(exc, PermanentError):
                 await self._settle.dead_letter([(deliveries[0], exc.reason, str(exc))])
             else:
                 await self._settle.retry(deliveries, exc)
             return
+        if scored.shadow_error is not None:
+            self._challenger_failed(deliveries, models.shadow, scored.shadow_error)
         try:
-            await self._commit(items, outputs)
+            await self._commit(items, scored, models)
         except ConfigError as exc:
             # A misconfigured sink (missing table, no permission) fails every event
             # alike: stop the worker with the reason instead of dead-lettering them
             # all. The batch stays leased and is redelivered after the fix.
-            self._log_failure(deliveries, exc)
+            self._log_failure(deliveries, exc, models.model)
             self.fatal = exc
             self.stop.set()
             return
         except Exception as exc:
-            self._log_failure(deliveries, exc)
+            self._log_failure(deliveries, exc, models.model)
             await self._settle.retry(deliveries, exc)
             return
         await self._settle.ack(deliveries)
@@ -272,28 +294,13 @@ class ScoringLoop:
             len(items), np.fromiter(((now - t) * 1000 for _, _, t in items), float, len(items))
         )
 
-    def _score(self, data: list[Any]) -> list[bytes]:
-        """Features, predict and the user's ``fn`` for one batch (in the executor)."""
-        predictions = None
-        if self.model is not None:
-            if self._features is None:
-                self._features = feature_getter(self.model.signature.inputs, data[0])
-            predictions = self.model.predict(self._features(data))
-        if self.spec.fn is not None:
-            out = self.spec.fn(data, predictions)
-        else:
-            out = _default_results(self.model, predictions)
-        if len(out) != len(data):
-            raise ValueError(
-                f"scorer {self.spec.name!r} returned {len(out)} results for {len(data)} events"
-            )
-        return [_encode(o) for o in out]
-
-    async def _commit(self, items: list[Item], outputs: list[bytes]) -> None:
+    async def _commit(self, items: list[Item], scored: Scored, models: BatchModels) -> None:
         spec = self.spec
         now = time.time()
-        # Read per batch: a remote model's version is the deployment that answered.
-        name, version = self._model_id()
+        outputs = scored.outputs
+        # The model that scored this batch, read after it answered: a remote
+        # model's version is the deployment that answered.
+        name, version = model_id(models.model)
         results = [
             ScoreResult(
                 scorer=spec.name,
@@ -309,7 +316,9 @@ class ScoringLoop:
             )
             for (d, _, t), out in zip(items, outputs, strict=True)
         ]
-        events = self._result_events(items, outputs) if spec.publish else []
+        if scored.shadow is not None:
+            results += shadow_results(spec.name, items, scored, models.shadow, now)
+        events = self._result_events(items, outputs, name, version) if spec.publish else []
         if self.sink is not None:
             outbox = (
                 [
@@ -328,13 +337,27 @@ class ScoringLoop:
         if events and not self.outbox:
             await self.broker.publish(spec.publish or "", events)
 
-    def _model_id(self) -> tuple[str, str]:
-        if self.model is None:
-            return "-", "-"
-        return self.model.name, str(self.model.version)
+    def _challenger_failed(
+        self, deliveries: Sequence[Delivery], model: Model | None, exc: BaseException
+    ) -> None:
+        slot = self.models.challenger
+        if slot is not None:
+            slot.failures += 1
+        log.warning(
+            "scorer=%s %s model=%s@%s events=%d first_event=%s failed (main results unaffected):"
+            " %s: %s",
+            self.spec.name,
+            slot.role if slot is not None else "challenger",
+            *model_id(model),
+            len(deliveries),
+            deliveries[0].event.id,
+            reason_of(exc),
+            exc,
+        )
 
-    def _result_events(self, items: list[Item], outputs: list[bytes]) -> list[Event]:
-        name, version = self._model_id()
+    def _result_events(
+        self, items: list[Item], outputs: list[bytes], name: str, version: str
+    ) -> list[Event]:
         head = f'{{"model":"{name}","model_version":"{version}","result":'
         events = []
         for (d, _, _), out in zip(items, outputs, strict=True):
@@ -345,26 +368,16 @@ class ScoringLoop:
             events.append(Event.new(self.spec.result_type, body, id=eid, caused_by=d.event))
         return events
 
-    def _log_failure(self, deliveries: Sequence[Delivery], exc: BaseException) -> None:
+    def _log_failure(
+        self, deliveries: Sequence[Delivery], exc: BaseException, model: Model | None = None
+    ) -> None:
         log.warning(
             "scorer=%s model=%s@%s events=%d first_event=%s attempt=%d failed: %s: %s",
             self.spec.name,
-            *self._model_id(),
+            *model_id(model or self.model),
             len(deliveries),
             deliveries[0].event.id,
             deliveries[0].attempt,
             reason_of(exc),
             exc,
         )
-
-
-def _default_results(model: Model | None, predictions: Any) -> list[Any]:
-    if predictions is None:
-        raise ValueError("a scorer without a model needs a function that returns its results")
-    arr = np.asarray(predictions)
-    if arr.ndim == 1:
-        return [{"score": v} for v in arr.tolist()]
-    names = model.signature.outputs if model is not None else ()
-    if len(names) != arr.shape[1]:
-        names = tuple(f"output_{i}" for i in range(arr.shape[1]))
-    return [dict(zip(names, row, strict=True)) for row in arr.tolist()]

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..events import Event, Schema
 from ..models.base import Model
 from .config import Batch, FlowControl, RetryPolicy
@@ -24,12 +25,46 @@ Features = Callable[[list[Any]], np.ndarray]
 
 
 @dataclass(frozen=True, kw_only=True)
+class Canary:
+    """A challenger that scores a share of the traffic instead of the champion.
+
+    The share is chosen by a hash of the event id, so a redelivered event takes
+    the same path. Its results record the challenger's version.
+
+    Args:
+        model: ``NAME@ALIAS`` (followed like the main model), ``NAME@VERSION``,
+            a ``Model`` or a factory.
+        share: the fraction of events it scores, strictly between 0 and 1.
+
+    Raises:
+        ConfigError: no model, or a share outside (0, 1).
+    """
+
+    model: ModelSource
+    share: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.model is None:
+            raise ConfigError("Canary(model=None): model must be NAME@ALIAS, a Model or a factory")
+        if isinstance(self.share, bool) or not isinstance(self.share, int | float):
+            raise ConfigError(f"Canary(share={self.share!r}): share must be a number in (0, 1)")
+        if not 0 < self.share < 1:
+            raise ConfigError(
+                f"Canary(share={self.share!r}): share must be in (0, 1), e.g. 0.1 for 10 %"
+            )
+
+
+@dataclass(frozen=True, kw_only=True)
 class ScorerSpec:
     """One scorer: subscription -> schema -> batch -> model -> ``fn`` -> sink/publish.
 
     ``fn(events, predictions)`` receives the validated data of a batch and the
     model's output for it (``None`` without a model) and returns one result per
     event, in order. Results must be JSON-encodable (dicts, numbers, Structs).
+
+    ``shadow`` scores a copy of every batch (stored as ``NAME.shadow``);
+    ``canary`` scores a share of the events instead of ``model``; at most one of
+    the two. ``events_topic`` receives ``model.swapped`` / ``model.refused``.
     """
 
     name: str
@@ -46,11 +81,23 @@ class ScorerSpec:
     publish: str | None = None
     result_type: str = ""
     ack_deadline_s: float = 60.0
+    shadow: ModelSource = None
+    canary: Canary | None = None
+    events_topic: str | None = None
+
+    @property
+    def challenger(self) -> ModelSource:
+        """The shadow's or the canary's model, if any."""
+        return self.canary.model if self.canary is not None else self.shadow
 
 
 @dataclass(frozen=True, kw_only=True)
 class HandlerSpec:
-    """A workflow handler: events of ``types`` on ``topic`` -> ``fn(event, ctx)``."""
+    """A workflow handler: events of ``types`` on ``topic`` -> ``fn(event, ctx)``.
+
+    ``emits`` declares the event types ``fn`` may publish; it is documentation
+    for the routing graph (``scorebus workflows``), not enforced at run time.
+    """
 
     name: str
     types: frozenset[str]
@@ -62,6 +109,7 @@ class HandlerSpec:
     max_hops: int = 16
     ack_deadline_s: float = 300.0
     is_async: bool = False
+    emits: frozenset[str] = frozenset()
 
     @staticmethod
     def detect_async(fn: Callable[..., Any]) -> bool:

@@ -28,10 +28,12 @@ from .handlers import HandlerLoop
 from .relay import OutboxRelay
 from .scoring import ScoringLoop
 from .spec import HandlerSpec, ScorerSpec
+from .swap import Follower
 
 log = logging.getLogger(__name__)
 
 ModelResolver = Callable[[str], Model]
+VersionResolver = Callable[[str], str]
 
 
 @dataclass
@@ -63,6 +65,10 @@ class Worker:
         startup: callables run once before the loops start (e.g. build a demo model).
         model_threads: size of the executor for features + predict + ``fn``.
         shutdown_grace_s: how long in-flight batches get to finish after a stop.
+        resolve_version: ``ref -> version`` it points at now; with it, models given as
+            ``NAME`` or ``NAME@ALIAS`` are followed and hot-swapped (``swap.py``).
+            Without a ``resolve_model`` either, the default registry is used.
+        model_poll_s: seconds between two looks at followed references; 0 disables.
     """
 
     def __init__(
@@ -76,12 +82,16 @@ class Worker:
         startup: Sequence[Callable[[], Any]] = (),
         model_threads: int | None = None,
         shutdown_grace_s: float = 30.0,
+        resolve_version: VersionResolver | None = None,
+        model_poll_s: float = 5.0,
     ) -> None:
         self.scorers = list(scorers)
         self.handlers = list(handlers)
         self.broker = broker
         self.store_url = store_url
         self.resolve_model = resolve_model
+        self.resolve_version = resolve_version
+        self.model_poll_s = model_poll_s
         self.startup = list(startup)
         self.shutdown_grace_s = shutdown_grace_s
         self.stop_event = asyncio.Event()
@@ -92,6 +102,7 @@ class Worker:
         self.scoring: list[ScoringLoop] = []
         self.handling: list[HandlerLoop] = []
         self.relays: list[OutboxRelay] = []
+        self.followers: list[Follower] = []
 
     def request_stop(self) -> None:
         """Stop pulling; what is in flight is finished and acked."""
@@ -104,13 +115,30 @@ class Worker:
             return None
         if isinstance(source, str):
             if self.resolve_model is None:
-                from ..models.registry import Registry
+                from ..models.registry import open_registry
 
-                return Registry().load(source)
+                return open_registry().load(source)
             return self.resolve_model(source)
         model: Model = source() if callable(source) and not hasattr(source, "predict") else source
         model.load()
         return model
+
+    def _version_of(self, ref: str) -> str:
+        if self.resolve_version is not None:
+            return self.resolve_version(ref)
+        from ..models.registry import Registry
+
+        return Registry().resolve(ref).version
+
+    def _follower(self, lp: ScoringLoop) -> Follower | None:
+        if self.resolve_version is None and self.resolve_model is not None:
+            return None  # a custom resolver without versions: nothing to follow with
+        return lp.models.follower(
+            self.broker,
+            resolve_version=self._version_of,
+            load=self._load_model,
+            poll_s=self.model_poll_s,
+        )
 
     async def _open_sink(self, url: str) -> Sink:
         if url not in self._sinks:
@@ -126,11 +154,11 @@ class Worker:
         models: dict[int, Model | None] = {}
         relay_sinks: set[str] = set()
         for spec in self.scorers:
-            key = id(spec.model)
-            if key not in models:
-                models[key] = await loop.run_in_executor(
-                    self._executor, self._load_model, spec.model
-                )
+            for source in (spec.model, spec.challenger):
+                if id(source) not in models:
+                    models[id(source)] = await loop.run_in_executor(
+                        self._executor, self._load_model, source
+                    )
             sink_url = (
                 None
                 if spec.sink is False
@@ -149,12 +177,16 @@ class Worker:
                     spec,
                     self.broker,
                     sink,
-                    models[key],
+                    models[id(spec.model)],
                     executor=self._executor,
                     stop=self.stop_event,
                     outbox=use_outbox,
+                    challenger=models[id(spec.challenger)],
                 )
             )
+            follower = self._follower(self.scoring[-1])
+            if follower is not None:
+                self.followers.append(follower)
         for hspec in self.handlers:
             self.handling.append(
                 HandlerLoop(hspec, self.broker, executor=self._executor, stop=self.stop_event)
@@ -225,13 +257,17 @@ class Worker:
             # must go out before the worker exits.
             relays_stop = asyncio.Event()
             relays = [asyncio.create_task(r.run(relays_stop)) for r in self.relays]
+            # Followers only swap models between batches; they stop with the pulling.
+            followers = [asyncio.create_task(f.run(self.stop_event)) for f in self.followers]
             if until_idle_s is not None:
                 tasks.append(asyncio.create_task(self._watch_idle(until_idle_s)))
             try:
                 await self._supervise(tasks)
             finally:
+                for task in followers:
+                    task.cancel()
                 relays_stop.set()
-                await asyncio.gather(*relays, return_exceptions=True)
+                await asyncio.gather(*relays, *followers, return_exceptions=True)
         finally:
             loop = asyncio.get_running_loop()
             for sig in signals:

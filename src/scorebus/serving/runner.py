@@ -7,7 +7,8 @@ Where the model comes from, decided once:
    flavour and features; a bare folder must hold exactly one model file
    (``.skops``, ``.onnx``, or ``.pkl``/``.joblib`` with ``trust``). A
    ``NAME[@VERSION]`` given as well only renames and relabels it.
-2. Otherwise ``NAME[@VERSION_OR_ALIAS]`` resolved in the local registry.
+2. Otherwise ``NAME[@VERSION_OR_ALIAS]`` resolved in the registry (a folder, or
+   ``gs://BUCKET/PREFIX``: the version is downloaded to the local cache).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..models.base import Model, ModelRef
 from ..models.loader import FLAVOURS_BY_SUFFIX, build_model
-from ..models.registry import DEFAULT_ROOT, Registry
+from ..models.registry import DEFAULT_ROOT, open_registry
 from ..models.version import read_version
 from .app import create_app
 from .contract import ServingSettings, local_artifacts
@@ -36,7 +37,7 @@ def load_served_model(
 
     Args:
         ref: ``NAME[@VERSION_OR_ALIAS]``; optional when ``AIP_STORAGE_URI`` is set.
-        registry_root: The registry folder; default ``.scorebus/models``.
+        registry_root: The registry folder or ``gs://`` URL; default ``.scorebus/models``.
         settings: AIP_* settings; default read from the environment.
         trust: Allow pickle/joblib model files. Only for files you trust.
 
@@ -54,7 +55,7 @@ def load_served_model(
         return _from_artifacts(local_artifacts(settings.storage_uri), parsed, trust)
     if parsed is None:
         raise ConfigError("no model to serve: give NAME[@VERSION] or set AIP_STORAGE_URI")
-    mv = Registry(registry_root or DEFAULT_ROOT).resolve(parsed)
+    mv = open_registry(registry_root or DEFAULT_ROOT).fetch(parsed)
     return build_model(
         mv.file_path,
         name=mv.name,
