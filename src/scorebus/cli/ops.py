@@ -159,6 +159,7 @@ async def _status(broker_url: str, store_url: str) -> dict[str, Any]:
         stats = await b.stats()
     store = open_store(store_url)
     try:
+        await store.open()
         counts = await store.counts()
         outbox = len(await store.outbox_pending(100_000))
     finally:
@@ -225,6 +226,7 @@ def results(
     async def go() -> list[Any]:
         sink = open_store(cfg.store)
         try:
+            await sink.open()
             return await sink.results(scorer=scorer, limit=limit)
         finally:
             await sink.close()
