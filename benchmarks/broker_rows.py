@@ -47,22 +47,26 @@ async def _raw(name: str, url: str, n: int, workers: int) -> float:
 def broker_rows(registry: Path, data: list[bytes], *, workers: int) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for name, factory in _url_factories():
-        tmp = Path(tempfile.mkdtemp(prefix=f"scorebus-bench-{name}-"))
-        try:
-            url = factory(tmp)
-        except BaseException as exc:  # pytest.skip/fail when the server is missing
-            rows.append({"broker": name, "skipped": str(exc) or type(exc).__name__})
-            continue
-        try:
-            raw = asyncio.run(_raw(name, url, len(data), workers))
-            settings = Settings(broker=url, store=f"sqlite:///{tmp}/scores.db", registry=registry)
-            result = pipeline_with_latency(settings, data, workers)
-        except Exception as exc:
-            rows.append({"broker": name, "skipped": f"{type(exc).__name__}: {exc}"})
-            continue
-        rows.append({"broker": name, "raw_eps": raw, "raw_measures": _measures(name), **result})
-        print(
-            f"  {name}: raw {raw:,.0f}/s, scorebus {result['eps']:,.0f}/s, "
-            f"p99 in worker {result['p99_service_ms']:.1f} ms"
-        )
+        with tempfile.TemporaryDirectory(prefix=f"scorebus-bench-{name}-") as folder:
+            rows.append(_row(name, factory, Path(folder), registry, data, workers))
     return rows
+
+
+def _row(
+    name: str, factory: Any, tmp: Path, registry: Path, data: list[bytes], workers: int
+) -> dict[str, Any]:
+    try:
+        url = factory(tmp)
+    except BaseException as exc:  # pytest.skip/fail when the server is missing
+        return {"broker": name, "skipped": str(exc) or type(exc).__name__}
+    try:
+        raw = asyncio.run(_raw(name, url, len(data), workers))
+        settings = Settings(broker=url, store=f"sqlite:///{tmp}/scores.db", registry=registry)
+        result = pipeline_with_latency(settings, data, workers)
+    except Exception as exc:
+        return {"broker": name, "skipped": f"{type(exc).__name__}: {exc}"}
+    print(
+        f"  {name}: raw {raw:,.0f}/s, scorebus {result['eps']:,.0f}/s, "
+        f"p99 in worker {result['p99_service_ms']:.1f} ms"
+    )
+    return {"broker": name, "raw_eps": raw, "raw_measures": _measures(name), **result}

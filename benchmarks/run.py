@@ -64,6 +64,11 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = _args(argv)
+    with tempfile.TemporaryDirectory(prefix="scorebus-bench-models-") as models:
+        return _run(args, argv, demo_registry(Path(models)).root)
+
+
+def _run(args: argparse.Namespace, argv: list[str] | None, registry: Path) -> dict[str, Any]:
     cfg = dict(QUICK if args.quick else FULL)
     if args.events:
         cfg["events"] = args.events
@@ -71,7 +76,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         policies = [p for p in args.policies.split(",") if p != "adaptive" or has_adaptive()]
     else:
         policies = policy_names((8, 128, 512) if args.quick else (1, 8, 32, 128, 512))
-    registry = demo_registry(Path(tempfile.mkdtemp(prefix="scorebus-bench-models-"))).root
     data = payloads(cfg["events"])
     r: dict[str, Any] = {"adaptive": has_adaptive()}
 
