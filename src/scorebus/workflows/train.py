@@ -3,7 +3,7 @@
     def fit(data: TrainingData) -> Trained:
         x, y = load(data.uri)
         model = LogisticRegression(**data.params).fit(x, y)
-        return Trained(model=model, metrics={"auc": holdout_auc(model)}, rows=len(y))
+        return Trained(model=model, metrics={"auc": holdout_auc(model)}, rows=len(y), X=x)
 
     app.on("data.arrived")(train_job("fraud", fit, registry=".scorebus/models"))
 
@@ -21,6 +21,10 @@ carrying that id, and when there is one it publishes ``model.trained`` for it
 again (same event id, so the broker drops the copy) instead of training twice.
 The check is made again under the registry's lock just before registering, so
 two copies of one event in flight at once still give one version.
+
+With the training inputs (``Trained(X=x)``, or a sample) the version also gets
+their drift reference under ``training_data["reference"]``: what ``drift_job``
+compares recent traffic with.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from .base import (
     job,
     open_registry,
 )
+from .drift_stats import REFERENCE_KEY, reference_stats
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +84,9 @@ class Trained:
         params: training parameters to record; default an estimator's simple params.
         features: input column names, in order; default from the estimator.
         rows: how many rows it was trained on.
+        X: the training inputs (or a sample), columns in ``features`` order; when
+            given, their drift reference (``reference_stats``) is stored with the
+            version under ``training_data["reference"]``.
     """
 
     model: Any
@@ -86,6 +94,7 @@ class Trained:
     params: Mapping[str, Any] | None = None
     features: Sequence[str] | None = None
     rows: int | None = None
+    X: Any = None
 
 
 Fit = Callable[[TrainingData], Trained]
@@ -171,6 +180,8 @@ def train(
     source: dict[str, Any] = {"uri": dataset, "rows": trained.rows}
     if event is not None:
         source["event"] = event.id
+    if trained.X is not None:
+        source[REFERENCE_KEY] = _reference(trained)
     # Fitting runs unlocked (it may take hours); checking and registering do not,
     # so a copy of the event trained at the same time cannot add a second version.
     with reg.lock(f"train-{model}"):
@@ -190,6 +201,19 @@ def train(
             raise TrainingFailed("register", reason_of(exc), first_line(exc)) from exc
     log.info("model=%s version=%s trained on %s metrics=%s", model, mv.version, dataset, mv.metrics)
     return _result(mv, dataset)
+
+
+def _reference(trained: Trained) -> dict[str, Any]:
+    """The drift reference of ``trained.X``; ``TrainingFailed`` when it cannot be made."""
+    names = trained.features
+    if names is None:
+        names = [str(name) for name in getattr(trained.model, "feature_names_in_", ())]
+    try:
+        if not len(names):
+            raise ConfigError("Trained(X=...) needs features=[...] to name the columns of X")
+        return reference_stats(trained.X, [str(name) for name in names])
+    except ConfigError as exc:
+        raise TrainingFailed("fit", reason_of(exc), first_line(exc)) from exc
 
 
 def _done(reg: RegistryLike, model: str, event: Event | None) -> TrainResult | None:
