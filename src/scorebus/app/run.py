@@ -2,6 +2,10 @@
 
 Several processes on one subscription is how scorebus uses more than one core:
 each process has its own GIL, and the broker hands each message to one of them.
+Left unset, the number of processes is one per usable core (at most
+``MAX_DEFAULT_WORKERS``) and each runs ``cores // workers`` predicts at once, so
+the machine is used and not oversubscribed; ``--workers`` / ``SCOREBUS_WORKERS``
+and ``--model-threads`` / ``SCOREBUS_MODEL_THREADS`` override them.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -20,6 +25,7 @@ from typing import Any
 import msgspec
 
 from ..brokers import open_broker
+from ..errors import ScorebusError
 from ..models.base import Model
 from ..models.registry import open_registry
 from ..runtime.worker import Worker, WorkerReport
@@ -27,6 +33,37 @@ from .app import App
 from .settings import Settings
 
 log = logging.getLogger(__name__)
+
+MAX_DEFAULT_WORKERS = 8  # past this, processes mostly queue on the broker and store
+
+
+def usable_cores() -> int:
+    """CPUs this process may run on: its affinity mask (a container's cpuset), else all."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # no sched_getaffinity (macOS, Windows)
+        return os.cpu_count() or 1
+
+
+def default_workers(broker_url: str) -> int:
+    """One worker process per usable core, at most ``MAX_DEFAULT_WORKERS``.
+
+    An in-process broker (``memory://``) cannot be shared: one process.
+    """
+    if broker_url.startswith("memory://"):
+        return 1
+    return max(1, min(MAX_DEFAULT_WORKERS, usable_cores()))
+
+
+def default_model_threads(workers: int) -> int:
+    """Predict threads per worker process: the cores shared out, at least one."""
+    return max(1, usable_cores() // max(1, workers))
+
+
+def plan_workers(settings: Settings) -> tuple[int, int]:
+    """``(workers, model threads per worker)``: the settings where given, else the defaults."""
+    workers = settings.workers or default_workers(settings.broker)
+    return workers, settings.model_threads or default_model_threads(workers)
 
 
 def model_resolver(settings: Settings) -> Any:
@@ -71,7 +108,13 @@ async def run_app(
     model_threads: int | None = None,
     shutdown_grace_s: float = 30.0,
 ) -> WorkerReport:
-    """Run every scorer and handler of ``app`` in this process until stopped."""
+    """Run every scorer and handler of ``app`` in this process until stopped.
+
+    ``model_threads`` (default: ``settings.model_threads``, else every usable core
+    for this one process) is how many batches are predicted at once.
+    """
+    if model_threads is None:
+        model_threads = settings.model_threads or default_model_threads(settings.workers or 1)
     async with open_broker(settings.broker) as broker:
         scorers, handlers = app.scorers, app.handlers
         if settings.ack_deadline_s is not None:
@@ -119,12 +162,14 @@ class WorkerPool:
                 "trust_models": settings.trust_models,
                 "ack_deadline_s": settings.ack_deadline_s,
                 "model_poll_s": settings.model_poll_s,
+                "model_threads": settings.model_threads or default_model_threads(workers),
                 "until_idle_s": until_idle_s,
                 "grace_s": grace_s,
             }
         ).decode()
         self.workers = workers
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.failed: list[int] = []  # exit codes of children that ended in an error
         self._stopped_at: float | None = None
 
     def start(self) -> WorkerPool:
@@ -160,6 +205,8 @@ class WorkerPool:
                 reports.append(msgspec.json.decode(lines[-1], type=WorkerReport))
             else:
                 log.warning("worker process %d exited with code %s", p.pid, p.returncode)
+                if p.returncode > 0:
+                    self.failed.append(p.returncode)
         return reports
 
 
@@ -171,7 +218,11 @@ def run_processes(
     until_idle_s: float | None = None,
     grace_s: float = 30.0,
 ) -> list[WorkerReport]:
-    """Run a :class:`WorkerPool` in the foreground; SIGINT/SIGTERM stop it gracefully."""
+    """Run a :class:`WorkerPool` in the foreground; SIGINT/SIGTERM stop it gracefully.
+
+    Raises:
+        ScorebusError: a worker process ended in an error (its own message is on stderr).
+    """
     pool = WorkerPool(
         app_ref, settings, workers=workers, until_idle_s=until_idle_s, grace_s=grace_s
     )
@@ -180,10 +231,16 @@ def run_processes(
         for sig in (signal.SIGINT, signal.SIGTERM)
     }
     try:
-        return pool.start().wait()
+        reports = pool.start().wait()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if pool.failed:
+        raise ScorebusError(
+            f"{len(pool.failed)} of {workers} worker process(es) failed "
+            f"(exit code {pool.failed[0]}); the error is above"
+        )
+    return reports
 
 
 def merge(reports: Sequence[WorkerReport]) -> WorkerReport:

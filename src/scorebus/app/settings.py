@@ -25,6 +25,8 @@ class Settings:
     trust_models: bool = False
     ack_deadline_s: float | None = None  # overrides every scorer's and handler's lease
     model_poll_s: float = 5.0  # how often followed model aliases are checked; 0: never
+    workers: int | None = None  # worker processes; None: one per usable core (app/run.py)
+    model_threads: int | None = None  # predict threads per worker; None: cores // workers
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -37,6 +39,8 @@ class Settings:
             trust_models=(env.get("SCOREBUS_TRUST_MODELS", "").lower() in {"1", "true", "yes"}),
             ack_deadline_s=_float(env, "SCOREBUS_ACK_DEADLINE"),
             model_poll_s=_seconds(env, "SCOREBUS_MODEL_POLL", base.model_poll_s),
+            workers=_count(env, "SCOREBUS_WORKERS"),
+            model_threads=_count(env, "SCOREBUS_MODEL_THREADS"),
         )
 
     def __post_init__(self) -> None:
@@ -56,6 +60,21 @@ def _seconds(env: Mapping[str, str], key: str, default: float) -> float:
         from ..errors import ConfigError
 
         raise ConfigError(f"{key}={env[key]!r}: expected seconds >= 0 (0 turns it off)")
+    return value
+
+
+def _count(env: Mapping[str, str], key: str) -> int | None:
+    raw = env.get(key)
+    if not raw:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"{key}={raw!r}: expected a whole number >= 1")
     return value
 
 

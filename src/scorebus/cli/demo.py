@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
 from typing import Annotated, Any
@@ -14,7 +13,7 @@ from rich.live import Live
 from rich.table import Table
 
 from ..app import Settings
-from ..app.run import WorkerPool
+from ..app.run import WorkerPool, plan_workers
 from ..brokers.sqlite import SqliteBroker
 from ..demo import SCORER, TOPIC, app
 from ..demo.data import EXPECTED_REASON, Plan, chunks
@@ -27,10 +26,6 @@ from .common import BrokerOpt, JsonOpt, RegistryOpt, StoreOpt, err, out, print_j
 SUBSCRIPTION = f"{app.name}.{SCORER}"
 
 
-def default_workers() -> int:
-    return max(1, min(4, os.cpu_count() or 1))
-
-
 def demo(
     events: Annotated[
         int, typer.Option("--events", "-n", min=1, help="How many events.")
@@ -40,7 +35,12 @@ def demo(
     ] = 0.02,
     workers: Annotated[
         int | None,
-        typer.Option("--workers", "-w", min=1, help="Worker processes (default: cores)."),
+        typer.Option(
+            "--workers",
+            "-w",
+            min=1,
+            help="Worker processes. Env: SCOREBUS_WORKERS. Default: one per usable core.",
+        ),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the synthetic traffic.")] = 42,
     json_out: JsonOpt = False,
@@ -53,7 +53,8 @@ def demo(
     for key, url in (("--broker", cfg.broker), ("--store", cfg.store)):
         if not url.startswith("sqlite:///"):
             raise ConfigError(f"the demo runs on the embedded files: {key} must be sqlite:///FILE")
-    workers = workers or default_workers()
+    workers, threads = plan_workers(cfg.override(workers=workers))
+    cfg = cfg.override(workers=workers, model_threads=threads)
     err.print("preparing the demo model (trained once from synthetic data)...")
     mv = ensure_demo_model(open_registry(cfg.registry))
     plan = Plan(run_id=f"demo-{uuid.uuid4().hex[:8]}", total=events)

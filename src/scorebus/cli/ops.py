@@ -14,7 +14,7 @@ import typer
 from rich.table import Table
 
 from ..app import load_app
-from ..app.run import merge, run_app, run_processes
+from ..app.run import merge, plan_workers, run_app, run_processes
 from ..brokers import open_broker
 from ..errors import ConfigError, DecodeError
 from ..events import Event, decode_json, from_structured, is_structured
@@ -37,7 +37,25 @@ dlq_app = typer.Typer(help="List, show and replay dead-lettered events.", no_arg
 
 def run(
     app_ref: Annotated[str, typer.Argument(metavar="MODULE:APP", help="e.g. my_pipeline:app")],
-    workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="Worker processes.")] = 1,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            "-w",
+            min=1,
+            help="Worker processes. Env: SCOREBUS_WORKERS. Default: one per usable core "
+            "(at most 8; 1 for memory://).",
+        ),
+    ] = None,
+    model_threads: Annotated[
+        int | None,
+        typer.Option(
+            "--model-threads",
+            min=1,
+            help="Batches each worker predicts at once. Env: SCOREBUS_MODEL_THREADS. "
+            "Default: usable cores // workers.",
+        ),
+    ] = None,
     until_idle: Annotated[
         float | None,
         typer.Option("--until-idle", help="Stop after this many seconds with nothing to do."),
@@ -67,14 +85,18 @@ def run(
     registry: RegistryOpt = None,
 ) -> None:
     """Run an app's scorers and handlers until stopped (SIGINT/SIGTERM) or idle."""
-    cfg = settings(broker, store, registry, trust_model).override(model_poll_s=model_poll)
+    cfg = settings(broker, store, registry, trust_model).override(
+        model_poll_s=model_poll, workers=workers, model_threads=model_threads
+    )
+    workers, threads = plan_workers(cfg)
+    cfg = cfg.override(workers=workers, model_threads=threads)
     app = load_app(app_ref)
     if create:
         for line in asyncio.run(create_app_topics(app, cfg)):
             err.print(line, highlight=False, soft_wrap=True)
     err.print(
         f"running {app.name}: {len(app.scorers)} scorer(s), {len(app.handlers)} handler(s), "
-        f"{workers} worker(s) on {redact(cfg.broker)}",
+        f"{workers} worker(s) x {threads} model thread(s) on {redact(cfg.broker)}",
         highlight=False,
     )
     if workers == 1:

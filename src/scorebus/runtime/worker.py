@@ -10,6 +10,7 @@ returns within ``shutdown_grace_s``.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -251,6 +252,11 @@ class Worker:
         signals = self._install_signals() if handle_signals else []
         try:
             await self._build()
+            # What is loaded by now (modules, models, sinks) lives as long as the
+            # worker: move it out of the cyclic collector's view, whose full passes
+            # otherwise walk it again every few batches (~20% of the CPU per event).
+            gc.collect()
+            gc.freeze()
             tasks = [asyncio.create_task(lp.run()) for lp in self.scoring]
             tasks += [asyncio.create_task(lp.run()) for lp in self.handling]
             # The relays stop only after the loops: the last batches' outbox rows
