@@ -264,6 +264,37 @@ def test_outbox_pending_and_done(make_store: StoreFactory) -> None:
     asyncio.run(scenario())
 
 
+def test_outbox_batches_are_claimed_by_one_relay_at_a_time(make_store: StoreFactory) -> None:
+    """Two relays (two worker processes' stores) never get the same outbox row."""
+
+    async def scenario() -> None:
+        one, two = await _opened(make_store), await _opened(make_store)
+        try:
+            scorer = _scorer()
+            ids = [f"e{i}" for i in range(5)]
+            await one.write([_result(scorer, i) for i in ids], [_outbox(scorer, i) for i in ids])
+
+            async with one.outbox_batch(limit=3) as first:
+                async with two.outbox_batch(limit=10) as second:
+                    assert [item.key for _, item in first] == ["e0", "e1", "e2"]
+                    assert [item.key for _, item in second] == ["e3", "e4"]
+            assert await one.outbox_pending() == []  # a clean exit deletes them
+
+            await one.write([_result(scorer, "e9")], [_outbox(scorer, "e9")])
+            with pytest.raises(RuntimeError):
+                async with two.outbox_batch() as failed:
+                    assert [item.key for _, item in failed] == ["e9"]
+                    raise RuntimeError("the broker refused the publish")
+            async with one.outbox_batch() as again:  # released by the error
+                assert [item.key for _, item in again] == ["e9"]
+            assert await two.outbox_pending() == []
+        finally:
+            await one.close()
+            await two.close()
+
+    asyncio.run(scenario())
+
+
 def test_counts_per_scorer(make_store: StoreFactory) -> None:
     async def scenario() -> None:
         store = await _opened(make_store)

@@ -1,8 +1,9 @@
 """The outbox relay: publishes committed result events, then forgets them.
 
 Runs beside the scoring loops of a worker whose scorers both store and
-publish. The outbox row is deleted only after the broker accepted the publish;
-a crash in between republishes the same event id, which the broker's publish
+publish. Each relay claims the rows it publishes (several worker processes
+share one store), and a row is deleted only after the broker accepted the
+publish; a crash in between republishes the same event id, which the broker's publish
 dedupe (embedded, NATS) or the consumer's idempotent sink drops.
 """
 
@@ -29,15 +30,15 @@ class OutboxRelay:
 
     async def relay_once(self) -> int:
         """Publish one batch of pending outbox events; returns how many went out."""
-        pending = await self.store.outbox_pending(self.batch)
-        if not pending:
-            return 0
-        by_topic: dict[str, list[Event]] = defaultdict(list)
-        for _, item in pending:
-            by_topic[item.topic].append(item.event)
-        for topic, events in by_topic.items():
-            await self.broker.publish(topic, events)
-        await self.store.outbox_done([i for i, _ in pending])
+        # Claimed: the relays of several worker processes never publish the same row.
+        async with self.store.outbox_batch(self.batch) as pending:
+            if not pending:
+                return 0
+            by_topic: dict[str, list[Event]] = defaultdict(list)
+            for _, item in pending:
+                by_topic[item.topic].append(item.event)
+            for topic, events in by_topic.items():
+                await self.broker.publish(topic, events)
         self.relayed += len(pending)
         return len(pending)
 

@@ -13,6 +13,7 @@ a relay publishes them afterwards (see ``scorebus.runtime.relay``).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Protocol, runtime_checkable
 
 import msgspec
@@ -90,3 +91,13 @@ class ResultStore(Sink, Protocol):
     async def outbox_pending(self, limit: int = 500) -> list[tuple[int, OutboxEvent]]: ...
 
     async def outbox_done(self, ids: Sequence[int]) -> None: ...
+
+    def outbox_batch(
+        self, limit: int = 500
+    ) -> AbstractAsyncContextManager[list[tuple[int, OutboxEvent]]]:
+        """Claim up to ``limit`` outbox events for this caller alone (the relay).
+
+        Another relay (another worker process) skips them while claimed. A clean
+        exit from the block deletes them; an error releases them for a retry.
+        """
+        ...

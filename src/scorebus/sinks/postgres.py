@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -306,6 +306,30 @@ class PostgresResultStore:
         if ids:
             await self._run("execute", self._sql["outbox_done"], list(ids))
 
+    @asynccontextmanager
+    async def outbox_batch(self, limit: int = 500) -> AsyncIterator[list[tuple[int, OutboxEvent]]]:
+        """Lock up to ``limit`` rows (``FOR UPDATE SKIP LOCKED``) for the block's length.
+
+        The transaction stays open while the caller publishes: other relays skip
+        the locked rows, a clean exit deletes them, an error rolls back.
+        """
+        pool = self._open_pool()
+        with self._edge("relaying the outbox failed"):
+            async with pool.acquire() as conn, conn.transaction():
+                rows = await conn.fetch(self._sql["outbox_claim"], limit)
+                items = [
+                    (
+                        int(r[0]),
+                        OutboxEvent(
+                            topic=r[1], scorer=r[2], key=r[3], event=_event_decoder.decode(r[4])
+                        ),
+                    )
+                    for r in rows
+                ]
+                yield items
+                if items:
+                    await conn.execute(self._sql["outbox_done"], [i for i, _ in items])
+
     async def outbox_size(self) -> int:
         return int(await self._run("fetchval", self._sql["outbox_size"]))
 
@@ -373,6 +397,8 @@ SELECT count(*) FROM ins"""
         "latencies": f"SELECT latency_ms, service_ms, scored_at FROM {results}"
         f" WHERE {prefix} AND scored_at >= $3",
         "outbox_pending": f"SELECT id, topic, scorer, key, event FROM {outbox} ORDER BY id LIMIT $1",
+        "outbox_claim": f"SELECT id, topic, scorer, key, event FROM {outbox}"
+        " ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
         "outbox_done": f"DELETE FROM {outbox} WHERE id = ANY($1::bigint[])",
         "outbox_size": f"SELECT count(*) FROM {outbox}",
     }

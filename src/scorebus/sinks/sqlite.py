@@ -8,8 +8,9 @@ new, so a redelivered event neither stores nor publishes twice.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import msgspec
@@ -27,7 +28,11 @@ CREATE TABLE IF NOT EXISTS results (
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY, topic TEXT NOT NULL, scorer TEXT NOT NULL, key TEXT NOT NULL,
     event BLOB NOT NULL, created_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox_claims (id INTEGER PRIMARY KEY, until REAL NOT NULL);
 """
+
+# A relay that died holding a claim releases it after this long.
+OUTBOX_CLAIM_S = 30.0
 
 _event_encoder = msgspec.msgpack.Encoder()
 _event_decoder = msgspec.msgpack.Decoder(Event)
@@ -193,8 +198,51 @@ class SqliteResultStore:
         def run(conn: Any) -> None:
             with self._db.transaction(conn):
                 conn.executemany("DELETE FROM outbox WHERE id = ?", params)
+                conn.executemany("DELETE FROM outbox_claims WHERE id = ?", params)
 
         await self._db.run(run)
+
+    @contextlib.asynccontextmanager
+    async def outbox_batch(self, limit: int = 500) -> AsyncIterator[list[tuple[int, OutboxEvent]]]:
+        """Claim unclaimed (or expired) outbox rows in one write transaction."""
+
+        def claim(conn: Any) -> list[Any]:
+            now = time.time()
+            with self._db.transaction(conn):
+                rows = conn.execute(
+                    "SELECT o.id, o.topic, o.scorer, o.key, o.event FROM outbox o"
+                    " LEFT JOIN outbox_claims c ON c.id = o.id"
+                    " WHERE c.until IS NULL OR c.until <= ? ORDER BY o.id LIMIT ?",
+                    (now, limit),
+                ).fetchall()
+                conn.executemany(
+                    "INSERT OR REPLACE INTO outbox_claims (id, until) VALUES (?, ?)",
+                    [(r[0], now + OUTBOX_CLAIM_S) for r in rows],
+                )
+            return list(rows)
+
+        rows = await self._db.run(claim)
+        items = [
+            (
+                r[0],
+                OutboxEvent(topic=r[1], scorer=r[2], key=r[3], event=_event_decoder.decode(r[4])),
+            )
+            for r in rows
+        ]
+        try:
+            yield items
+        except BaseException:
+            if items:
+                params = [(i,) for i, _ in items]
+
+                def release(conn: Any) -> None:
+                    with self._db.transaction(conn):
+                        conn.executemany("DELETE FROM outbox_claims WHERE id = ?", params)
+
+                with contextlib.suppress(Exception):  # the claim expires by itself
+                    await self._db.run(release)
+            raise
+        await self.outbox_done([i for i, _ in items])
 
     async def outbox_size(self) -> int:
         row = await self._db.run(
