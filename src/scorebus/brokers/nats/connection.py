@@ -139,8 +139,11 @@ class Connection:
                 reconnected_cb=on_reconnect,
             )
         except (nats.errors.Error, OSError) as exc:
-            cause = failures[-1] if failures else exc
-            if "authorization" in describe(cause).lower():
+            # The server answers a bad password with -ERR and closes; the retry may
+            # then see only a reset: any refusal on the way is the one to report.
+            refused = [f for f in failures if "authorization" in describe(f).lower()]
+            cause = refused[0] if refused else failures[-1] if failures else exc
+            if refused or "authorization" in describe(cause).lower():
                 raise ConfigError(
                     f"NATS at {opts.display} refused the connection ({describe(cause)}):"
                     " check USER:PASSWORD in the broker URL"
