@@ -274,10 +274,9 @@ def test_outbox_batches_are_claimed_by_one_relay_at_a_time(make_store: StoreFact
             ids = [f"e{i}" for i in range(5)]
             await one.write([_result(scorer, i) for i in ids], [_outbox(scorer, i) for i in ids])
 
-            async with one.outbox_batch(limit=3) as first:
-                async with two.outbox_batch(limit=10) as second:
-                    assert [item.key for _, item in first] == ["e0", "e1", "e2"]
-                    assert [item.key for _, item in second] == ["e3", "e4"]
+            async with one.outbox_batch(limit=3) as first, two.outbox_batch(limit=10) as second:
+                assert [item.key for _, item in first] == ["e0", "e1", "e2"]
+                assert [item.key for _, item in second] == ["e3", "e4"]
             assert await one.outbox_pending() == []  # a clean exit deletes them
 
             await one.write([_result(scorer, "e9")], [_outbox(scorer, "e9")])
