@@ -18,6 +18,7 @@ from ..errors import ScorebusError
 from . import batch as batch_cmd
 from . import demo as demo_cmd
 from . import deploy as deploy_cmd
+from . import dlq as dlq_cmd
 from . import drift_cmd, ops
 from . import jobs as jobs_cmd
 from . import models as models_cmd
@@ -37,7 +38,7 @@ app.command("publish")(ops.publish)
 app.command("status")(ops.status)
 app.command("results")(ops.results)
 app.command("ingest")(ops.ingest)
-app.add_typer(ops.dlq_app, name="dlq")
+app.add_typer(dlq_cmd.dlq_app, name="dlq")
 app.add_typer(topics_cmd.topics_app, name="topics")
 app.add_typer(models_cmd.models_app, name="models")
 app.command("serve-model")(models_cmd.serve_model)
