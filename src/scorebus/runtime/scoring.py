@@ -13,29 +13,25 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
 from collections.abc import Sequence
 from concurrent.futures import Executor
-from typing import Any
 
 import numpy as np
 
 from ..brokers.base import Broker, Delivery, Subscription
 from ..errors import ConfigError, PermanentError, TransientError, reason_of
-from ..events import Event
 from ..models.base import Model
-from ..sinks.base import OutboxEvent, ScoreResult, Sink
+from ..sinks.base import Sink
 from .batching import BatchController
 from .flow import FlowController
 from .metrics import LoopMetrics
+from .results import Item, keep_leases, outbox_entries, result_events, score_results
 from .rollout import BatchModels, ModelSet, Scored, model_id, shadow_results
-from .rollout import encode as _encode
 from .settle import Settler
 from .spec import ScorerSpec
 
 log = logging.getLogger(__name__)
 
-Item = tuple[Delivery, Any, float]  # delivery, validated data, wall time received
 _LEASE_MARGIN_S = 2.0  # a batch is committed at least this long before its first lease ends
 
 
@@ -203,7 +199,12 @@ class ScoringLoop:
             task.add_done_callback(self._tasks.discard)
 
     async def _process(self, items: list[Item], models: BatchModels) -> None:
-        keeper = asyncio.create_task(self._keep_leases([d for d, _, _ in items]))  # noqa: RUF006
+        assert self.sub is not None
+        keeper = asyncio.create_task(  # noqa: RUF006
+            keep_leases(
+                self.sub, [d for d, _, _ in items], self.spec.ack_deadline_s, self.spec.name
+            )
+        )
         started = time.monotonic()
         try:
             await self._score_and_commit(items, models)
@@ -217,31 +218,6 @@ class ScoringLoop:
             keeper.cancel()
             self._slots.release()
             self.flow.release(len(items), sum(d.size for d, _, _ in items))
-
-    async def _keep_leases(self, deliveries: list[Delivery]) -> None:
-        """Extend the batch's leases while it is scored and committed.
-
-        A slow model or sink must not let the leases run out: the broker would
-        hand the events to another worker and they would be scored twice (the
-        sink keeps one result, but the work is wasted). Like the Pub/Sub
-        client's leaser, extend a third of the deadline before it ends.
-        """
-        assert self.sub is not None
-        lease = self.spec.ack_deadline_s
-        margin = min(lease / 3, 10.0)
-        while True:
-            remaining = min(d.remaining_s() for d in deliveries)
-            if remaining == float("inf"):
-                return
-            await asyncio.sleep(max(0.0, remaining - margin))
-            try:
-                await self.sub.extend(deliveries, lease)
-            except TransientError as exc:
-                log.warning("scorer=%s could not extend leases: %s", self.spec.name, exc)
-                return
-            deadline = time.time() + lease
-            for d in deliveries:
-                d.deadline = deadline
 
     async def _score_and_commit(self, items: list[Item], models: BatchModels) -> None:
         assert self._settle is not None
@@ -300,39 +276,17 @@ class ScoringLoop:
         outputs = scored.outputs
         # The model that scored this batch, read after it answered: a remote
         # model's version is the deployment that answered.
-        name, version = model_id(models.model)
-        results = [
-            ScoreResult(
-                scorer=spec.name,
-                event_id=d.event.id,
-                model=name,
-                model_version=version,
-                output=out,
-                event_time=d.event.time or t,
-                scored_at=now,
-                # An event without a time (no ce-time) is timed from its receipt.
-                latency_ms=(now - (d.event.time or t)) * 1000,
-                service_ms=(now - t) * 1000,
-            )
-            for (d, _, t), out in zip(items, outputs, strict=True)
-        ]
+        model = model_id(models.model)
+        results = score_results(spec.name, items, outputs, model, now)
         if scored.shadow is not None:
             results += shadow_results(spec.name, items, scored, models.shadow, now)
-        events = self._result_events(items, outputs, name, version) if spec.publish else []
+        events = (
+            result_events(spec.name, spec.result_type, items, outputs, model)
+            if spec.publish
+            else []
+        )
         if self.sink is not None:
-            outbox = (
-                [
-                    OutboxEvent(
-                        topic=spec.publish or "",
-                        key=e.extensions["causationid"],
-                        scorer=spec.name,
-                        event=e,
-                    )
-                    for e in events
-                ]
-                if self.outbox
-                else []
-            )
+            outbox = outbox_entries(spec.name, spec.publish or "", events) if self.outbox else []
             await self.sink.write(results, outbox)
         if events and not self.outbox:
             await self.broker.publish(spec.publish or "", events)
@@ -354,19 +308,6 @@ class ScoringLoop:
             reason_of(exc),
             exc,
         )
-
-    def _result_events(
-        self, items: list[Item], outputs: list[bytes], name: str, version: str
-    ) -> list[Event]:
-        head = f'{{"model":"{name}","model_version":"{version}","result":'
-        events = []
-        for (d, _, _), out in zip(items, outputs, strict=True):
-            # A deterministic id: re-scoring a redelivered event yields the same id,
-            # which the broker's publish dedupe (or the consumer's sink) drops.
-            eid = uuid.uuid5(uuid.NAMESPACE_URL, f"{self.spec.name}/{d.event.id}").hex
-            body = head.encode() + out + b',"event_id":' + _encode(d.event.id) + b"}"
-            events.append(Event.new(self.spec.result_type, body, id=eid, caused_by=d.event))
-        return events
 
     def _log_failure(
         self, deliveries: Sequence[Delivery], exc: BaseException, model: Model | None = None
