@@ -458,6 +458,9 @@ def test_sqlite_two_brokers_on_one_file_never_share_a_lease(tmp_path: Path) -> N
                     got = await sub.pull(7, 0.05)
                     empty = 0 if got else empty + 1
                     seen += [d.event.id for d in got]
+                    # Work on what was pulled, as a consumer does: without it one
+                    # broker can drain all 300 before the other's first pull lands.
+                    await asyncio.sleep(0.002 if got else 0)
                 return seen
 
             seen_a, seen_b = await asyncio.gather(consume(sub_a), consume(sub_b))
