@@ -11,7 +11,7 @@ from ..app.loader import load_object
 from ..errors import ConfigError
 from ..models.registry import open_registry
 from ..runtime.batch import batch_predict as run_batch
-from .common import JsonOpt, RegistryOpt, err, out, print_json, settings
+from .common import JsonOpt, RegistryOpt, TrustOpt, err, out, print_json, settings
 
 
 def batch_predict(
@@ -30,9 +30,7 @@ def batch_predict(
         typer.Option("--out", help="Results file (default: NAME.predictions.EXT beside it)."),
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 4096,
-    trust_model: Annotated[
-        bool, typer.Option("--trust-model", help="Allow pickle/joblib (runs the file's code).")
-    ] = False,
+    trust_model: TrustOpt = False,
     json_out: JsonOpt = False,
     registry: RegistryOpt = None,
 ) -> None:

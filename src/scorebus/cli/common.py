@@ -37,6 +37,9 @@ RegistryOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout instead of a table.")]
+TrustOpt = Annotated[
+    bool, typer.Option("--trust-model", help="Allow pickle/joblib model files (runs their code).")
+]
 
 
 def settings(

@@ -18,7 +18,7 @@ from ..app.loader import load_object
 from ..errors import ConfigError
 from ..models.registry import DEFAULT_ALIAS
 from ..workflows import Decision, TrainingFailed, evaluate_and_promote, train
-from .common import JsonOpt, RegistryOpt, err, print_json, settings
+from .common import JsonOpt, RegistryOpt, TrustOpt, err, print_json, settings
 
 jobs_app = typer.Typer(
     help="Run a workflow job once: train a version, evaluate-and-promote it.",
@@ -106,9 +106,7 @@ def promote_cmd(
     holdout: Annotated[
         str | None, typer.Option("--holdout", help="Dataset reference for --evaluate.")
     ] = None,
-    trust_model: Annotated[
-        bool, typer.Option("--trust-model", help="Allow pickle/joblib (runs the file's code).")
-    ] = False,
+    trust_model: TrustOpt = False,
     json_out: JsonOpt = False,
     registry: RegistryOpt = None,
 ) -> None:

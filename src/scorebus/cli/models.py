@@ -11,7 +11,7 @@ from rich.table import Table
 
 from ..errors import ConfigError
 from ..models.registry import ModelRegistry, open_registry
-from .common import JsonOpt, RegistryOpt, err, out, print_json, settings
+from .common import JsonOpt, RegistryOpt, TrustOpt, err, out, print_json, settings
 from .compare import compare
 from .model_show import show
 
@@ -67,9 +67,7 @@ def register(
         str | None,
         typer.Option("--features", help="Comma-separated input feature names, in order."),
     ] = None,
-    trust_model: Annotated[
-        bool, typer.Option("--trust-model", help="Allow pickle/joblib (runs the file's code).")
-    ] = False,
+    trust_model: TrustOpt = False,
     json_out: JsonOpt = False,
     registry: RegistryOpt = None,
 ) -> None:
@@ -125,9 +123,7 @@ def serve_model(
     port: Annotated[
         int | None, typer.Option("--port", help="Default: AIP_HTTP_PORT, else 8080.")
     ] = None,
-    trust_model: Annotated[
-        bool, typer.Option("--trust-model", help="Allow pickle/joblib (runs the file's code).")
-    ] = False,
+    trust_model: TrustOpt = False,
     registry: RegistryOpt = None,
 ) -> None:
     """Serve a model over HTTP: the Vertex AI custom-container contract and OIP v2."""

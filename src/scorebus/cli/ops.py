@@ -23,6 +23,7 @@ from .common import (
     JsonOpt,
     RegistryOpt,
     StoreOpt,
+    TrustOpt,
     err,
     out,
     print_json,
@@ -61,10 +62,7 @@ def run(
     grace: Annotated[
         float, typer.Option("--grace", help="Seconds to finish in-flight work on stop.")
     ] = 30.0,
-    trust_model: Annotated[
-        bool,
-        typer.Option("--trust-model", help="Allow pickle/joblib model files (runs their code)."),
-    ] = False,
+    trust_model: TrustOpt = False,
     create: Annotated[
         bool,
         typer.Option("--create", help="First create the app's Pub/Sub topics and subscriptions."),

@@ -29,6 +29,7 @@ from .results import Item, keep_leases, outbox_entries, result_events, score_res
 from .rollout import BatchModels, ModelSet, Scored, model_id, shadow_results
 from .settle import Settler
 from .spec import ScorerSpec
+from .swap import SAMPLE_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -182,8 +183,9 @@ class ScoringLoop:
                 good.append((d, decode(d.event.data), now))
             except PermanentError as exc:
                 bad.append((d, exc.reason, str(exc)))
-        # The last events seen: what a new model version is smoke-tested on.
-        self.models.recent.extend(x for _, x, _ in good)
+        # The last events seen: what a new model version is smoke-tested on
+        # (only the tail of a large batch can stay in the window).
+        self.models.recent.extend(x for _, x, _ in good[-SAMPLE_SIZE:])
         if bad:
             await self._settle.dead_letter(bad)
             self.flow.release(len(bad), sum(d.size for d, _, _ in bad))

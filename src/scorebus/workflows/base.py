@@ -8,16 +8,15 @@ routing graph (``scorebus workflows``).
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Callable, Mapping
-from typing import Any, Protocol, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from ..errors import ConfigError, PermanentError, ScorebusError
 from ..events import Schema
-from ..models.base import Model
+from ..models.registry import ModelRegistry
 from ..models.registry import open_registry as open_registry_at
-from ..models.version import AliasState, ModelVersion
+from ..models.version import ModelVersion
 
 DATA_ARRIVED = "data.arrived"
 DRIFT_DETECTED = "drift.detected"
@@ -31,39 +30,8 @@ H = TypeVar("H", bound=Callable[..., Any])
 T = TypeVar("T")
 
 
-class RegistryLike(Protocol):
-    """The public methods of a model registry the jobs use (any ``ModelRegistry`` has them)."""
-
-    def versions(self, name: str) -> list[str]: ...
-
-    def get(self, name: str, version: str | int) -> ModelVersion: ...
-
-    def aliases(self, name: str) -> dict[str, str]: ...
-
-    def resolve(self, ref: str) -> ModelVersion: ...
-
-    def load(self, ref: str, *, trust: bool = False) -> Model: ...
-
-    def register(
-        self,
-        name: str,
-        source: Any,
-        *,
-        flavour: str | None = None,
-        features: tuple[str, ...] | list[str] | None = None,
-        metrics: Mapping[str, float] | None = None,
-        params: Mapping[str, Any] | None = None,
-        training_data: str | Mapping[str, Any] | None = None,
-        alias: str | None = None,
-        trust: bool = False,
-    ) -> ModelVersion: ...
-
-    def promote(self, name: str, version: str | int, alias: str = ...) -> ModelVersion: ...
-
-    def alias_state(self, name: str) -> AliasState: ...
-
-    def lock(self, key: str) -> contextlib.AbstractContextManager[None]: ...
-
+# Jobs take any registry: the local one or the Cloud Storage one.
+RegistryLike = ModelRegistry
 
 RegistrySource = RegistryLike | str | os.PathLike[str]
 """A registry object, or where one lives: a folder or ``gs://BUCKET[/PREFIX]``."""
