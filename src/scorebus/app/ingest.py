@@ -25,25 +25,28 @@ Run it with uvicorn (``scorebus[http]``)::
     app = ingest_app("sqlite:///.scorebus/bus.db", topics=fraud)
 
     $ uvicorn ingest_main:app --host 0.0.0.0 --port 8080
+
+Reading the three modes off a request lives in :mod:`.ingest_decode`; this
+module routes, limits bodies, and checks each event against its topic's rules.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import logging
 import re
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, NamedTuple
-from urllib.parse import unquote
 
 from ..brokers import Broker, open_broker
-from ..errors import DecodeError, PermanentError, SchemaError, TooLargeError, TransientError
-from ..events import Event, Schema, encode_data, from_structured
-from ..events.codec import decode_json, parse_time
+from ..errors import PermanentError, SchemaError, TooLargeError, TransientError
+from ..events import Event, Schema
 from ..events.schema import DEFAULT_MAX_BYTES
 from .app import App
+from .ingest_decode import BATCH as BATCH
+from .ingest_decode import STRUCTURED as STRUCTURED
+from .ingest_decode import Refusal as Refusal
+from .ingest_decode import binary, is_json, json_of, structured
 
 try:
     from starlette.applications import Starlette
@@ -57,13 +60,7 @@ except ModuleNotFoundError as exc:  # pragma: no cover - depends on the extra
 
 log = logging.getLogger(__name__)
 
-STRUCTURED = "application/cloudevents+json"
-BATCH = "application/cloudevents-batch+json"
 _TOPIC = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{2,254}$")
-_EXTENSION = re.compile(r"^[a-z0-9]{1,20}$")
-_REQUIRED = ("specversion", "id", "source", "type")
-_NOT_EXTENSIONS = frozenset({*_REQUIRED, "time", "subject", "datacontenttype"})
-_CORE = frozenset({*_NOT_EXTENSIONS, "dataschema", "data", "data_base64"})
 TopicSchemas = Mapping[str, type[Any] | Schema[Any] | None]
 
 
@@ -72,16 +69,6 @@ class Rule(NamedTuple):
 
     types: frozenset[str] | None
     schema: Schema[Any]
-
-
-class Refusal(Exception):
-    """A request refused with an HTTP status and the offending field."""
-
-    def __init__(
-        self, status: int, error: str, field: str | None = None, index: int | None = None
-    ) -> None:
-        super().__init__(error)
-        self.status, self.error, self.field, self.index = status, error, field, index
 
 
 def rules_of(topics: TopicSchemas | App) -> dict[str, list[Rule]]:
@@ -98,81 +85,10 @@ def rules_of(topics: TopicSchemas | App) -> dict[str, list[Rule]]:
     return rules
 
 
-def _is_json(content_type: str) -> bool:
-    media = content_type.split(";")[0].strip().lower()
-    return media in ("application/json", "text/json") or media.endswith("+json")
-
-
 def _field_of(error: SchemaError) -> str:
     # "$.amount: Expected `float`..." -> "data.amount"; the path is relative to data.
     path = str(error).split(":", 1)[0]
     return "data" + path[1:] if path.startswith("$") else "data"
-
-
-def _structured(obj: Any, index: int | None) -> Event:
-    """The event of one structured-mode object, data encoded to bytes."""
-    if not isinstance(obj, dict):
-        raise Refusal(400, "not a CloudEvent: expected a JSON object", None, index)
-    # In the JSON format an attribute whose value is null is absent.
-    obj = {k: v for k, v in obj.items() if v is not None}
-    for name in _REQUIRED:
-        if not isinstance(obj.get(name), str) or not obj[name]:
-            raise Refusal(400, f"attribute {name!r}: required non-empty string", name, index)
-    if obj["specversion"] != "1.0":
-        raise Refusal(400, "attribute 'specversion': expected '1.0'", "specversion", index)
-    for name, value in obj.items():
-        if name in ("data", "data_base64", "time"):
-            continue
-        if not _EXTENSION.match(name):
-            raise Refusal(400, f"attribute {name!r}: names are 1-20 of a-z, 0-9", name, index)
-        if isinstance(value, bool):
-            obj[name] = "true" if value else "false"
-        elif not isinstance(value, str) and not (isinstance(value, int) and name not in _CORE):
-            raise Refusal(400, f"attribute {name!r}: expected a string", name, index)
-    try:
-        event = from_structured(obj)
-    except DecodeError as exc:
-        raise Refusal(400, str(exc), "time", index) from exc
-    if "data_base64" in obj:
-        if "data" in obj:
-            raise Refusal(400, "both 'data' and 'data_base64' given", "data_base64", index)
-        try:
-            return event.with_data(base64.b64decode(obj["data_base64"], validate=True))
-        except (binascii.Error, TypeError) as exc:
-            raise Refusal(400, f"attribute 'data_base64': {exc}", "data_base64", index) from exc
-    data = event.data
-    if isinstance(data, str) and not _is_json(event.datacontenttype):
-        return event.with_data(data.encode())
-    return event.with_data(encode_data(data))
-
-
-def _binary(headers: Mapping[str, str], body: bytes) -> Event:
-    # Header values are percent-encoded by the CloudEvents HTTP binding.
-    attrs = {k.lower(): unquote(v) for k, v in headers.items() if k.lower().startswith("ce-")}
-    for name in _REQUIRED:
-        if not attrs.get(f"ce-{name}"):
-            raise Refusal(400, f"header 'ce-{name}' missing: not a CloudEvent", name)
-    if attrs["ce-specversion"] != "1.0":
-        raise Refusal(400, "header 'ce-specversion': expected '1.0'", "specversion")
-    for key in attrs:
-        if key[3:] not in _REQUIRED and not _EXTENSION.match(key[3:]):
-            raise Refusal(400, f"header {key!r}: names are 1-20 of a-z, 0-9", key[3:])
-    if attrs.get("ce-time"):
-        try:
-            parse_time(attrs["ce-time"])
-        except DecodeError as exc:
-            raise Refusal(400, str(exc), "time") from exc
-    content_type = headers.get("content-type") or "application/json"
-    return Event(
-        id=attrs["ce-id"],
-        type=attrs["ce-type"],
-        source=attrs["ce-source"],
-        time=parse_time(attrs["ce-time"]) if attrs.get("ce-time") else 0.0,
-        data=body,
-        datacontenttype=content_type,
-        subject=attrs.get("ce-subject"),
-        extensions={k[3:]: v for k, v in attrs.items() if k[3:] not in _NOT_EXTENSIONS},
-    )
 
 
 class Ingest:
@@ -238,23 +154,23 @@ class Ingest:
             raise Refusal(400, f"topic {topic!r}: use 3-255 of A-Z a-z 0-9 . _ -", "topic")
         content_type = request.headers.get("content-type", "")
         media = content_type.split(";")[0].strip().lower()
-        binary = any(k.startswith("ce-") for k in request.headers)
+        is_binary = any(k.startswith("ce-") for k in request.headers)
         if media == STRUCTURED:
-            events = [_structured(self._json(await self._body(request), None), None)]
+            events = [structured(json_of(await self._body(request), None), None)]
         elif media == BATCH:
-            items = self._json(await self._body(request), None)
+            items = json_of(await self._body(request), None)
             if not isinstance(items, list):
                 raise Refusal(400, "a batch must be a JSON array of CloudEvents")
             if len(items) > self.max_batch:
                 raise Refusal(413, f"batch of {len(items)} events is over {self.max_batch}")
-            events = [_structured(obj, i) for i, obj in enumerate(items)]
-        elif media.startswith("application/cloudevents") or not (binary or _is_json(media)):
+            events = [structured(obj, i) for i, obj in enumerate(items)]
+        elif media.startswith("application/cloudevents") or not (is_binary or is_json(media)):
             raise Refusal(
                 415,
                 f"unsupported content type {content_type!r}: send {STRUCTURED}, {BATCH},"
                 " or binary mode (ce-* headers)",
             )
-        elif not binary:
+        elif not is_binary:
             raise Refusal(
                 400,
                 "not a CloudEvent: binary mode needs the ce-specversion, ce-id, ce-source and"
@@ -262,7 +178,7 @@ class Ingest:
                 "specversion",
             )
         else:
-            events = [_binary(request.headers, await self._body(request, self.max_bytes))]
+            events = [binary(request.headers, await self._body(request, self.max_bytes))]
         batch = len(events) > 1 or media == BATCH
         for i, event in enumerate(events):
             self._check(topic, event, i if batch else None)
@@ -281,13 +197,6 @@ class Ingest:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    @staticmethod
-    def _json(raw: bytes, index: int | None) -> Any:
-        try:
-            return decode_json(raw)
-        except DecodeError as exc:
-            raise Refusal(400, str(exc), None, index) from exc
-
     def _check(self, topic: str, event: Event, index: int | None) -> None:
         """Size, then JSON, then each applicable schema, as the scorers will check it."""
         data: bytes = event.data
@@ -301,7 +210,7 @@ class Ingest:
         rules = [
             r for r in (self.rules or {}).get(topic, []) if r.types is None or event.type in r.types
         ]
-        if not _is_json(event.datacontenttype):
+        if not is_json(event.datacontenttype):
             if any(r.schema.type is not None for r in rules):
                 raise Refusal(
                     415,

@@ -28,66 +28,30 @@ event_id)`` when jobs overlap.
 URL options: ``format`` (``jsonl``, default, or ``parquet``), ``max_rows``
 (default 1000000) and ``max_bytes`` (default 268435456) per part, ``fsync``
 (``true``/``false``, default true), ``dedupe`` (``directory``/``lifetime``).
+
+The row format, crash recovery and Parquet conversion of the part files live in
+:mod:`.files_parts`; this module keeps the open part and the keys seen.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import fcntl
 import logging
 import os
 import secrets
 import socket
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
-
-import msgspec
 
 from ..errors import ConfigError, SinkUnavailable
 from .base import OutboxEvent, ScoreResult
+from .files_parts import encode_rows, fsync_dir, parquet_keys, pyarrow_modules, recover, to_parquet
 
 log = logging.getLogger(__name__)
-_PARQUET_HINT = "format=parquet needs pyarrow: pip install 'scorebus[parquet]'"
-
-
-class _Row(msgspec.Struct, kw_only=True):
-    scorer: str
-    event_id: str
-    model: str
-    model_version: str
-    output: msgspec.Raw
-    event_time: float
-    scored_at: float
-    latency_ms: float
-    service_ms: float
-
-
-_COLUMNS = _Row.__struct_fields__
-
-
-class _Key(msgspec.Struct):
-    scorer: str
-    event_id: str
-
-
-_encoder = msgspec.json.Encoder()
-_row_decoder = msgspec.json.Decoder(_Row)
-_key_decoder = msgspec.json.Decoder(_Key)
-
-
-def _pyarrow() -> tuple[Any, Any]:
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError as exc:
-        raise ImportError(_PARQUET_HINT) from exc
-    return pa, pq
 
 
 def _flag(value: str, name: str, url: str) -> bool:
@@ -126,7 +90,7 @@ class FileSink:
         if self.format not in ("jsonl", "parquet"):
             raise ConfigError(f"bad option format={self.format!r} in {url!r}: jsonl or parquet")
         if self.format == "parquet":
-            _pyarrow()  # fail now, with the pip command, not at the first roll-over
+            pyarrow_modules()  # fail now, with the pip command, not at the first roll-over
         try:
             self.max_rows = int(opts.get("max_rows", 1_000_000))
             self.max_bytes = int(opts.get("max_bytes", 256 << 20))
@@ -180,7 +144,7 @@ class FileSink:
     def _scan(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         for path in self.parts:
-            keys = _recover(path) if path.suffix != ".parquet" else _parquet_keys(path)
+            keys = recover(path) if path.suffix != ".parquet" else parquet_keys(path)
             if self.dedupe == "directory":
                 self._keys.update(keys)
 
@@ -221,7 +185,7 @@ class FileSink:
                     batch[key] = r
             if not batch:
                 return 0
-            data = _encoder.encode_lines([_row(r) for r in batch.values()])
+            data = encode_rows(batch.values())
             await asyncio.to_thread(self._append, data, len(batch))
             self._keys.update(batch)
             return len(batch)
@@ -260,7 +224,7 @@ class FileSink:
         self._fd, self._path, self._rows, self._bytes = fd, path, 0, 0
         self._seq += 1
         if self.fsync:
-            _fsync_dir(self.directory)  # the new name must survive a power cut too
+            fsync_dir(self.directory)  # the new name must survive a power cut too
         return fd
 
     def _finish(self) -> None:
@@ -270,109 +234,6 @@ class FileSink:
         self._fd = self._path = None
         try:
             if self.format == "parquet":
-                _to_parquet(path)
+                to_parquet(path)
         finally:
             os.close(fd)
-
-
-def _row(r: ScoreResult) -> _Row:
-    return _Row(
-        scorer=r.scorer,
-        event_id=r.event_id,
-        model=r.model,
-        model_version=r.model_version,
-        output=msgspec.Raw(r.output),
-        event_time=r.event_time,
-        scored_at=r.scored_at,
-        latency_ms=r.latency_ms,
-        service_ms=r.service_ms,
-    )
-
-
-def _lines(path: Path) -> tuple[bytes, bool]:
-    """The file's complete lines, and whether it ends in a torn (partial) line."""
-    data = path.read_bytes()
-    end = data.rfind(b"\n") + 1
-    return data[:end], end < len(data)
-
-
-def _read_keys(f: Any, path: Path) -> tuple[list[tuple[str, str]], int, bool]:
-    """Keys of the complete lines, where they end, and whether a torn line follows.
-
-    Read line by line so that opening a large directory holds keys, not files.
-    """
-    keys: list[tuple[str, str]] = []
-    end = 0
-    for number, line in enumerate(f, 1):
-        if not line.endswith(b"\n"):
-            return keys, end, True
-        try:
-            key = _key_decoder.decode(line)
-        except msgspec.DecodeError as exc:
-            raise ConfigError(
-                f"file sink: {str(path)!r} line {number} is not a result row ({exc}):"
-                " move the file out of the directory"
-            ) from exc
-        # One string per scorer name, not one per row: a third less memory per key.
-        keys.append((sys.intern(key.scorer), key.event_id))
-        end += len(line)
-    return keys, end, False
-
-
-def _recover(path: Path) -> list[tuple[str, str]]:
-    """Keys of a JSON-lines part; a crashed writer's part is repaired on the way."""
-    with open(path, "rb+") as f:
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
-                raise
-            # A live writer's part: its last line may be in the middle of being written.
-            return _read_keys(f, path)[0]
-        keys, end, torn = _read_keys(f, path)
-        if torn:
-            # The writer died mid-write; that batch was never acked.
-            f.truncate(end)
-        if path.name.endswith(".parquet.journal"):
-            _to_parquet(path)
-        return keys
-
-
-def _parquet_keys(path: Path) -> list[tuple[str, str]]:
-    _, pq = _pyarrow()
-    table = pq.read_table(path, columns=["scorer", "event_id"])
-    return list(zip(table["scorer"].to_pylist(), table["event_id"].to_pylist(), strict=True))
-
-
-def _to_parquet(journal: Path) -> None:
-    """Convert a journal to ``*.parquet`` (written aside, then renamed), then drop it."""
-    pa, pq = _pyarrow()
-    rows = [_row_decoder.decode(line) for line in _lines(journal)[0].splitlines()]
-    columns: dict[str, list[Any]] = {c: [] for c in _COLUMNS}
-    for row in rows:
-        for c in _COLUMNS:
-            value = getattr(row, c)
-            columns[c].append(bytes(value).decode() if c == "output" else value)
-    schema = pa.schema(
-        [
-            (c, pa.float64() if c.endswith(("_time", "_at", "_ms")) else pa.string())
-            for c in _COLUMNS
-        ]
-    )
-    target = journal.with_name(journal.name.removesuffix(".journal"))
-    tmp = target.with_name(target.name + ".tmp")
-    pq.write_table(pa.table(columns, schema=schema), tmp, compression="zstd")
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, target)
-    _fsync_dir(journal.parent)
-    with contextlib.suppress(FileNotFoundError):
-        journal.unlink()
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -25,16 +25,16 @@ two copies of one event in flight at once still give one version.
 With the training inputs (``Trained(X=x)``, or a sample) the version also gets
 their drift reference under ``training_data["reference"]``: what ``drift_job``
 compares recent traffic with.
+
+The types ``fit`` is written against (``TrainingData``, ``Trained``) and the
+job's event shapes live in :mod:`.train_types`; they are importable from here too.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from typing import Any
-
-import msgspec
 
 from ..errors import ConfigError, ModelLoadError, TransientError, reason_of
 from ..events import Event
@@ -53,78 +53,13 @@ from .base import (
     open_registry,
 )
 from .drift_stats import REFERENCE_KEY, reference_stats
+from .train_types import Fit as Fit
+from .train_types import Trained as Trained
+from .train_types import TrainingData as TrainingData
+from .train_types import TrainRequest
+from .train_types import TrainResult as TrainResult
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, kw_only=True)
-class TrainingData:
-    """What ``fit`` gets: the dataset reference and the training parameters.
-
-    Attributes:
-        model: the model name being trained.
-        uri: the dataset, as the event (or ``recent_data``) named it: a path, a URI, a query.
-        params: training parameters from the event (``{}`` when none).
-        event: the causing event; ``None`` from the CLI.
-    """
-
-    model: str
-    uri: str
-    params: Mapping[str, Any] = field(default_factory=dict)
-    event: Event | None = None
-
-
-@dataclass(frozen=True, kw_only=True)
-class Trained:
-    """What ``fit`` returns.
-
-    Attributes:
-        model: a fitted scikit-learn estimator (saved with skops) or a model file path.
-        metrics: evaluation figures, e.g. ``{"auc": 0.93}``; what promotion compares.
-        params: training parameters to record; default an estimator's simple params.
-        features: input column names, in order; default from the estimator.
-        rows: how many rows it was trained on.
-        X: the training inputs (or a sample), columns in ``features`` order; when
-            given, their drift reference (``reference_stats``) is stored with the
-            version under ``training_data["reference"]``.
-    """
-
-    model: Any
-    metrics: Mapping[str, float] = field(default_factory=dict)
-    params: Mapping[str, Any] | None = None
-    features: Sequence[str] | None = None
-    rows: int | None = None
-    X: Any = None
-
-
-Fit = Callable[[TrainingData], Trained]
-
-
-class TrainRequest(msgspec.Struct, kw_only=True):
-    """``data.arrived`` data: the dataset, optional parameters, optionally which model."""
-
-    dataset: str
-    params: dict[str, Any] = {}
-    model: str | None = None
-
-
-class TrainResult(msgspec.Struct, frozen=True, kw_only=True):
-    """A registered version (``reused``: registered earlier for the same cause)."""
-
-    model: str
-    version: str
-    metrics: dict[str, float]
-    dataset: str
-    reused: bool = False
-
-    def event_data(self) -> dict[str, Any]:
-        """What ``model.trained`` carries."""
-        return {
-            "model": self.model,
-            "version": self.version,
-            "metrics": self.metrics,
-            "dataset": self.dataset,
-        }
 
 
 def trained_by(registry: RegistryLike, model: str, key: str) -> ModelVersion | None:

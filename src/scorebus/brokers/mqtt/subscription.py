@@ -9,7 +9,8 @@ available again here: MQTT never redelivers to a connected client); ``ack``
 PUBACKs (a stale delivery is ignored); ``nack(delay)`` republishes a copy with
 its attempt count to the queue topic after the delay and PUBACKs the original
 once Mosquitto has the copy; ``dead_letter`` writes the store, then PUBACKs.
-Events parked on this host (:mod:`._local`) are served first.
+Events parked on this host (:mod:`._local`) are served first. Leaving the
+group on ``close`` (hand-off, or parking by the last member) is :mod:`._leave`.
 
 The attempt number is the largest of the count carried by the copy
 (``sb-attempts``), the leases this member made, and the host's lease table,
@@ -30,10 +31,11 @@ from ...errors import BrokerUnavailable, ScorebusError
 from ..base import Delivery
 from . import _admin, _sessions
 from ._held import NACKED, Held, HeldMessages
+from ._leave import leave_group
 from ._link import Link
 from ._local import POLL_S, LocalQueue, ParkedHandle, parked_of
 from ._reaper import Reaper
-from ._slots import Slot, host_lock
+from ._slots import Slot
 from ._wire import from_message
 
 if TYPE_CHECKING:
@@ -110,11 +112,7 @@ class MqttSubscription:
     async def close(self) -> None:
         """Leave the group: hand held messages to live members, or stay as the anchor.
 
-        The last live member keeps its session subscribed (so the subscription
-        survives at Mosquitto), but parks what it holds on the host and PUBACKs
-        it first: Mosquitto resends at most ``max_queued_messages`` of a
-        session's unacked messages when its client id connects again and drops
-        the rest, so a backlog left there would be lost.
+        See :mod:`._leave` for why the last member parks what it holds first.
         """
         if self._closed or self._link is None or self._slot is None:
             return
@@ -123,59 +121,9 @@ class MqttSubscription:
             task.cancel()
         await self.reaper.close()
         await self._local.drain()
-        link, b, ended = self._link, self._broker, False
-        async with host_lock(
-            Slot.folder(self._opts.state) / f"{self._opts.digest(self.name)}.close"
-        ):
-            try:
-                await b.control.barrier()
-                if b.registry.others_live(self.name, self.client_id) and link.connected.is_set():
-                    await self._hand_off()
-                    ended = True
-                elif link.connected.is_set():
-                    await self._park_held()
-                await link.publish([b.registry.live_marker(self.name, self.client_id, live=False)])
-            except BrokerUnavailable as exc:
-                log.warning("subscription %s: leaving without a hand-off: %s", self.name, exc)
-            await link.close(end_session=ended)
-            if ended:
-                self._slot.mark(False)
-        self._slot.release()
-
-    async def _hand_off(self) -> None:
-        o = self._opts
-        await self.link.unsubscribe(_sessions.group_filters(o, self.topic, self.name))
-        await self.link.barrier()
-        held = list(self._held)
-        if held:
-            rows = [(h.origin, self.name, max(h.prior, h.attempt), h.event) for h in held]
-            if Slot.others_in_use(
-                o.state, o.digest(self.name), self._slot.index if self._slot else -1
-            ):
-                await self._broker.parking.park(rows)  # the members on this host take them
-            else:
-                await self._broker.hand_to(self.name, [(e, a, t) for t, _, a, e in rows])
-            for h in held:
-                self.link.ack(h.mid, h.epoch)
-            self._held.clear()
-
-    async def _park_held(self) -> None:
-        """Park what this member holds on the host, then PUBACK it (it stays the anchor)."""
-        await self.link.barrier()  # what Mosquitto already pushed is here
-        held = list(self._held)
-        if not held:
-            return
-        try:
-            await self._broker.parking.park(
-                [(h.origin, self.name, max(h.prior, h.attempt), h.event) for h in held]
-            )
-        except ScorebusError as exc:
-            log.warning("subscription %s: held messages left at Mosquitto: %s", self.name, exc)
-            return
-        for h in held:
-            self.link.ack(h.mid, h.epoch)
-            self._held.remove(h)
-        await self.link.barrier()  # the PUBACKs reached Mosquitto before we disconnect
+        await leave_group(
+            self._broker, self.topic, self.name, self.client_id, self._link, self._slot, self._held
+        )
 
     def parked_arrived(self) -> None:
         """Events were parked for this subscription: look at once."""
