@@ -35,11 +35,23 @@ def path_from_url(url: str) -> Path:
 
 
 class SqliteThread:
-    """A lazily opened connection to ``path`` with ``schema`` applied once."""
+    """A lazily opened connection to ``path`` with ``schema`` applied once.
 
-    def __init__(self, path: Path, schema: str, *, busy_timeout_ms: int = 30_000) -> None:
+    ``migrate``, if given, runs first in the same transaction, to bring a file
+    written by an earlier version up to ``schema``.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        schema: str,
+        *,
+        busy_timeout_ms: int = 30_000,
+        migrate: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> None:
         self.path = path
         self._schema = schema
+        self._migrate = migrate
         self._busy_ms = busy_timeout_ms
         self._conn: sqlite3.Connection | None = None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"sqlite-{path.name}")
@@ -59,6 +71,8 @@ class SqliteThread:
                 # memory (a lease of 512 messages is ~15% cheaper than via a temp file).
                 conn.execute("PRAGMA temp_store = MEMORY")
                 with self.transaction(conn):
+                    if self._migrate is not None:
+                        self._migrate(conn)
                     for statement in filter(str.strip, self._schema.split(";")):
                         conn.execute(statement)
             except BaseException:

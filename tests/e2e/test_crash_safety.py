@@ -124,12 +124,14 @@ class Slot:
 
 
 def _leased_now(cli: Cli) -> int:
-    ((n,),) = cli.query(
-        "bus.db",
-        "SELECT COUNT(*) FROM messages WHERE subscription = ? AND visible_at > ?",
-        [SUBSCRIPTION, time.time()],
-    )
-    return int(n)
+    """Messages under a live lease (the broker's own count: range and per-row leases)."""
+
+    async def in_flight() -> int:
+        async with SqliteBroker(f"sqlite:///{cli.state / 'bus.db'}") as broker:
+            by_name = {s.subscription: s for s in await broker.stats()}
+            return by_name[SUBSCRIPTION].in_flight or 0
+
+    return asyncio.run(in_flight())
 
 
 @pytest.mark.slow

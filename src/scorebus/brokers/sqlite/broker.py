@@ -1,180 +1,23 @@
-"""The embedded durable broker: one SQLite file, many processes.
+"""The embedded broker: publish (fan-out, dedupe), subscriptions, stats, dead letters.
 
-``sqlite:///.scorebus/bus.db``. One table holds every message of every
-subscription (fan-out writes one row per subscription); a lease is a
-``visible_at`` in the future, so an unacked message becomes visible again when
-its ack deadline passes, with ``attempts`` counting deliveries. Competing
-consumers in different processes are safe because each lease is one atomic
-``UPDATE ... RETURNING``. Dead letters move to their own table in the same
-transaction that removes them from the queue.
-
-Unlike Pub/Sub, messages published to a topic that has no subscription yet are
-kept and handed to the first subscription created on it, so ``scorebus
-publish`` before ``scorebus run`` loses nothing. Publishes are deduplicated by
-``(topic, event id)`` within ``dedupe_window_s``, like NATS JetStream's
-``Nats-Msg-Id`` window, so the outbox relay cannot publish a result twice.
+See the package docstring for the design and ``subscription.py`` for leases.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import time
 from collections.abc import Sequence
 from typing import Any
 
-import msgspec
-
-from .._sqlite import SqliteThread, path_from_url
-from ..errors import ConfigError
-from ..events import Event, encode_data
-from ..events.codec import format_time
-from .base import DeadLetter, Delivery, SubscriptionStats, _loop_event
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS subscriptions (
-    name TEXT PRIMARY KEY, topic TEXT NOT NULL, ack_deadline_s REAL NOT NULL,
-    created_at REAL NOT NULL, acked INTEGER NOT NULL DEFAULT 0);
-CREATE TABLE IF NOT EXISTS messages (
-    seq INTEGER PRIMARY KEY, subscription TEXT, topic TEXT NOT NULL,
-    event_id TEXT NOT NULL, type TEXT NOT NULL, source TEXT NOT NULL, time REAL NOT NULL,
-    subject TEXT, datacontenttype TEXT NOT NULL, ext BLOB, data BLOB NOT NULL,
-    visible_at REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0);
-CREATE INDEX IF NOT EXISTS messages_ready ON messages (subscription, visible_at);
-CREATE INDEX IF NOT EXISTS messages_unclaimed ON messages (topic) WHERE subscription IS NULL;
-CREATE TABLE IF NOT EXISTS dead_letters (
-    id INTEGER PRIMARY KEY, subscription TEXT NOT NULL, topic TEXT NOT NULL,
-    event_id TEXT NOT NULL, type TEXT NOT NULL, source TEXT NOT NULL, time REAL NOT NULL,
-    subject TEXT, datacontenttype TEXT NOT NULL, ext BLOB, data BLOB NOT NULL,
-    attempts INTEGER NOT NULL, reason TEXT NOT NULL, error TEXT NOT NULL,
-    dead_at REAL NOT NULL, replayed_at REAL);
-CREATE INDEX IF NOT EXISTS dead_letters_sub ON dead_letters (subscription, replayed_at);
-CREATE TABLE IF NOT EXISTS recent_ids (
-    topic TEXT NOT NULL, event_id TEXT NOT NULL, at REAL NOT NULL,
-    PRIMARY KEY (topic, event_id)) WITHOUT ROWID;
-"""
-
-_COLS = "seq, event_id, type, source, time, subject, datacontenttype, ext, data, attempts"
-_ext_decoder = msgspec.json.Decoder(dict[str, str])
-_ext_encoder = msgspec.json.Encoder()
-
-
-class SqliteSubscription:
-    """A subscription on the embedded broker; see the module docstring."""
-
-    def __init__(self, broker: SqliteBroker, topic: str, name: str, ack_deadline_s: float) -> None:
-        self._broker = broker
-        self._db = broker._db
-        self.topic = topic
-        self.name = name
-        self.ack_deadline_s = ack_deadline_s
-
-    async def pull(self, max_messages: int, timeout_s: float) -> list[Delivery]:
-        give_up = time.monotonic() + timeout_s
-        pause = 0.0005
-        while True:
-            rows, deadline = await self._db.run(self._lease, max_messages)
-            if rows or time.monotonic() >= give_up:
-                return [self._delivery(row, deadline) for row in rows]
-            # Another process may publish at any moment; poll with a short, growing pause
-            # (at most 2 ms: an idle poll is one indexed read, and the pause is latency).
-            await self._broker._wait_for_publish(min(pause, max(0.0, give_up - time.monotonic())))
-            pause = min(pause * 2, 0.002)
-
-    def _lease(self, conn: Any, max_messages: int) -> tuple[list[tuple[Any, ...]], float]:
-        now = time.time()
-        deadline = now + self.ack_deadline_s
-        # An UPDATE takes the database's write lock even when it matches nothing;
-        # a read first keeps idle and polling consumers off the lock.
-        if not conn.execute(
-            "SELECT 1 FROM messages WHERE subscription = ? AND visible_at <= ? LIMIT 1",
-            (self.name, now),
-        ).fetchone():
-            return [], deadline
-        rows = conn.execute(
-            "UPDATE messages SET visible_at = ?, attempts = attempts + 1 WHERE seq IN ("
-            " SELECT seq FROM messages WHERE subscription = ? AND visible_at <= ?"
-            " ORDER BY visible_at LIMIT ?)"
-            f" RETURNING {_COLS}",
-            (deadline, self.name, now, max_messages),
-        ).fetchall()
-        rows.sort(key=lambda r: r[0])  # RETURNING order is unspecified; keep publish order
-        return rows, deadline
-
-    def _delivery(self, row: tuple[Any, ...], deadline: float) -> Delivery:
-        seq, event_id, type_, source, time_, subject, ctype, ext, data, attempts = row
-        event = Event(
-            id=event_id,
-            type=type_,
-            source=source,
-            time=time_,
-            data=data,
-            datacontenttype=ctype,
-            subject=subject,
-            extensions=_ext_decoder.decode(ext) if ext else {},
-        )
-        return Delivery(
-            event, attempt=attempts, handle=(seq, attempts), subscription=self, deadline=deadline
-        )
-
-    async def ack(self, deliveries: Sequence[Delivery]) -> None:
-        if deliveries:
-            await self._db.run(self._ack, [d.handle for d in deliveries])
-
-    def _ack(self, conn: Any, handles: list[tuple[int, int]]) -> None:
-        with self._db.transaction(conn):
-            # Only the current lease holder's ack counts: a message whose lease ran out
-            # and was handed to someone else is settled by that consumer.
-            cur = conn.executemany("DELETE FROM messages WHERE seq = ? AND attempts = ?", handles)
-            conn.execute(
-                "UPDATE subscriptions SET acked = acked + ? WHERE name = ?",
-                (cur.rowcount, self.name),
-            )
-
-    async def nack(self, deliveries: Sequence[Delivery], delay_s: float = 0.0) -> None:
-        await self._set_visible(deliveries, delay_s)
-
-    async def extend(self, deliveries: Sequence[Delivery], seconds: float) -> None:
-        await self._set_visible(deliveries, seconds)
-        deadline = time.time() + seconds
-        for d in deliveries:
-            d.deadline = deadline
-
-    async def _set_visible(self, deliveries: Sequence[Delivery], after_s: float) -> None:
-        if not deliveries:
-            return
-        at = time.time() + max(0.0, after_s)
-        params = [(at, *d.handle) for d in deliveries]
-
-        def run(conn: Any) -> None:
-            with self._db.transaction(conn):
-                conn.executemany(
-                    "UPDATE messages SET visible_at = ? WHERE seq = ? AND attempts = ?", params
-                )
-
-        await self._db.run(run)
-
-    async def dead_letter(self, items: Sequence[tuple[Delivery, str, str]]) -> None:
-        if not items:
-            return
-        now = time.time()
-        params = [(reason, error[:4000], now, *d.handle) for d, reason, error in items]
-
-        def run(conn: Any) -> None:
-            with self._db.transaction(conn):
-                for reason, error, at, seq, attempts in params:
-                    cur = conn.execute(
-                        "INSERT INTO dead_letters (subscription, topic, event_id, type, source,"
-                        " time, subject, datacontenttype, ext, data, attempts, reason, error,"
-                        " dead_at) SELECT subscription, topic, event_id, type, source, time,"
-                        " subject, datacontenttype, ext, data, attempts, ?, ?, ? FROM messages"
-                        " WHERE seq = ? AND attempts = ?",
-                        (reason, error, at, seq, attempts),
-                    )
-                    if cur.rowcount:
-                        conn.execute("DELETE FROM messages WHERE seq = ?", (seq,))
-
-        await self._db.run(run)
+from ..._sqlite import SqliteThread, path_from_url
+from ...errors import ConfigError
+from ...events import Event, encode_data
+from ..base import DeadLetter, SubscriptionStats, _loop_event
+from .schema import SCHEMA, dead_letter_of, ext_encoder, migrate, next_seq
+from .subscription import SqliteSubscription
 
 
 class SqliteBroker:
@@ -190,7 +33,7 @@ class SqliteBroker:
         self.url = url
         self.path = path_from_url(url)
         self.dedupe_window_s = dedupe_window_s
-        self._db = SqliteThread(self.path, _SCHEMA)
+        self._db = SqliteThread(self.path, SCHEMA, migrate=migrate)
         self._subs: dict[str, SqliteSubscription] = {}
         self._published = asyncio.Event()
         self._last_purge = 0.0
@@ -221,7 +64,7 @@ class SqliteBroker:
                 e.time or time.time(),
                 e.subject,
                 e.datacontenttype,
-                _ext_encoder.encode(e.extensions) if e.extensions else None,
+                ext_encoder.encode(e.extensions) if e.extensions else None,
                 encode_data(e.data),
             )
             for e in events
@@ -248,10 +91,14 @@ class SqliteBroker:
                 )
                 if cur.rowcount:
                     fresh.append(row)
+            first = next_seq(conn)
             conn.executemany(
-                "INSERT INTO messages (subscription, topic, event_id, type, source, time, subject,"
-                " datacontenttype, ext, data, visible_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                [(sub, topic, *row, now) for sub in targets for row in fresh],
+                "INSERT INTO messages (seq, subscription, topic, event_id, type, source, time,"
+                " subject, datacontenttype, ext, data, visible_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (first + i, sub, topic, *row, now)
+                    for i, (sub, row) in enumerate((s, r) for s in targets for r in fresh)
+                ],
             )
             if now - self._last_purge > self.dedupe_window_s / 4:
                 self._last_purge = now
@@ -303,11 +150,7 @@ class SqliteBroker:
             for name, topic, acked in conn.execute(
                 "SELECT name, topic, acked FROM subscriptions ORDER BY name"
             ).fetchall():
-                pending, in_flight = conn.execute(
-                    "SELECT COALESCE(SUM(visible_at <= ?), 0), COALESCE(SUM(visible_at > ?), 0)"
-                    " FROM messages WHERE subscription = ?",
-                    (now, now, name),
-                ).fetchone()
+                pending, in_flight = _counts(conn, name, now)
                 (dead,) = conn.execute(
                     "SELECT COUNT(*) FROM dead_letters WHERE subscription = ? AND replayed_at IS NULL",
                     (name,),
@@ -347,7 +190,7 @@ class SqliteBroker:
             + " ORDER BY id LIMIT ?"
         )
         rows = await self._db.run(lambda conn: conn.execute(sql, (*params, limit)).fetchall())
-        return [_dead_letter(r) for r in rows]
+        return [dead_letter_of(r) for r in rows]
 
     async def dead_letter_reasons(
         self, subscription: str, *, id_prefix: str = ""
@@ -372,11 +215,12 @@ class SqliteBroker:
             with self._db.transaction(conn):
                 for dl_id in ids:
                     cur = conn.execute(
-                        "INSERT INTO messages (subscription, topic, event_id, type, source, time,"
-                        " subject, datacontenttype, ext, data, visible_at) SELECT subscription,"
-                        " topic, event_id, type, source, time, subject, datacontenttype, ext,"
-                        " data, ? FROM dead_letters WHERE id = ? AND replayed_at IS NULL",
-                        (now, dl_id),
+                        "INSERT INTO messages (seq, subscription, topic, event_id, type, source,"
+                        " time, subject, datacontenttype, ext, data, visible_at) SELECT ?,"
+                        " subscription, topic, event_id, type, source, time, subject,"
+                        " datacontenttype, ext, data, ? FROM dead_letters"
+                        " WHERE id = ? AND replayed_at IS NULL",
+                        (next_seq(conn), now, dl_id),
                     )
                     if cur.rowcount:
                         conn.execute(
@@ -390,47 +234,27 @@ class SqliteBroker:
         return count
 
 
-def _dead_letter(row: tuple[Any, ...]) -> DeadLetter:
-    (
-        id_,
-        sub,
-        topic,
-        event_id,
-        type_,
-        source,
-        time_,
-        subject,
-        ctype,
-        ext,
-        data,
-        attempts,
-        reason,
-        error,
-        dead_at,
-        replayed_at,
-    ) = row
-    attrs = {
-        "id": event_id,
-        "type": type_,
-        "source": source,
-        "time": format_time(time_),
-        "datacontenttype": ctype,
-    }
-    if subject:
-        attrs["subject"] = subject
-    if ext:
-        attrs.update(_ext_decoder.decode(ext))
-    return DeadLetter(
-        id=id_,
-        subscription=sub,
-        topic=topic,
-        event_id=event_id,
-        event_type=type_,
-        reason=reason,
-        error=error,
-        attempts=attempts,
-        dead_at=dead_at,
-        payload=bytes(data),
-        attributes=attrs,
-        replayed_at=replayed_at,
-    )
+def _counts(conn: sqlite3.Connection, name: str, now: float) -> tuple[int, int]:
+    """(pending, in flight) of a subscription, over its three kinds of rows (schema.py)."""
+    (cursor,) = conn.execute("SELECT cursor FROM subscriptions WHERE name = ?", (name,)).fetchone()
+    due, held = conn.execute(
+        "SELECT COALESCE(SUM(visible_at <= ?), 0), COALESCE(SUM(visible_at > ?), 0)"
+        " FROM messages WHERE subscription = ? AND attempts > 0",
+        (now, now, name),
+    ).fetchone()
+    (fresh,) = conn.execute(
+        "SELECT COUNT(*) FROM messages WHERE subscription = ? AND seq > ? AND attempts = 0",
+        (name, cursor),
+    ).fetchone()
+    (leased,) = conn.execute(
+        "SELECT COUNT(*) FROM messages WHERE subscription = ? AND seq <= ? AND attempts = 0",
+        (name, cursor),
+    ).fetchone()
+    (live,) = conn.execute(
+        "SELECT COUNT(*) FROM leases l JOIN messages m ON m.subscription = l.subscription"
+        " AND m.seq BETWEEN l.lo AND l.hi AND m.attempts = 0"
+        " WHERE l.subscription = ? AND l.deadline > ?",
+        (name, now),
+    ).fetchone()
+    # Rows of a range lease that ran out are due again (the next pull reclaims them).
+    return due + fresh + leased - live, held + live
