@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .stages import table as stages_table
 from .sweep import table as sweep_table
 
 MARK = "<!-- results: written by `make bench` -->"
@@ -159,6 +160,16 @@ Measured {m["date"]} on {m["machine"]}, {m["cores"]} cores, Python {m["python"]}
 policy (end-to-end, open-loop, burst and broker rows): `{m["demo_batch"]}`.
 
 {throughput(r)}
+
+### Where an event's time goes
+
+Each stage of the hot path timed one after another in one event loop
+(`benchmarks/stages.py`: embedded broker, SQLite store, batch 512,
+{r["stages"]["events"]:,} events). A worker overlaps the stages on its threads,
+so the sum is not its latency but the CPU an event costs, which bounds what two
+worker processes can do on two cores.
+
+{stages_table(r["stages"], r["limit"]["eps"])}
 
 ### Open loop
 

@@ -25,6 +25,7 @@ from .common import demo_registry, scratch
 from .policy_apps import demo_policy, has_adaptive, policy_names
 from .report import render, write
 from .scenarios import limit, open_loop, payloads, per_message, pipeline
+from .stages import stages
 from .sweep import plot, sweep
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,6 +38,7 @@ FULL = {
     "fractions": (0.1, 0.3, 0.6, 0.9),
     "burst_s": (5.0, 2.0, 4.0),
     "broker_events": 20_000,
+    "stage_events": 100_000,
 }
 QUICK = {
     "events": 20_000,
@@ -47,6 +49,7 @@ QUICK = {
     "fractions": (0.2, 0.6),
     "burst_s": (2.0, 1.0, 1.0),
     "broker_events": 2_000,
+    "stage_events": 5_000,
 }
 
 
@@ -95,6 +98,9 @@ def _run(args: argparse.Namespace, argv: list[str] | None, registry: Path) -> di
         print(
             f"pipeline, {w} worker(s): {p['eps']:,.0f} events/s (start-up {p['startup_s']:.1f} s)"
         )
+    with scratch(registry) as s:
+        r["stages"] = st = stages(s, data[: cfg["stage_events"]])
+    print(f"stages: {st['total_us']:.1f} us per event serial ({st['events']:,} events)")
     r["best_w"] = max(r["pipelines"], key=lambda w: r["pipelines"][w]["eps"])
     r["cap"], r["cap1"] = r["pipelines"][r["best_w"]]["eps"], r["pipelines"][1]["eps"]
 

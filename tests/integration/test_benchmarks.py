@@ -51,6 +51,13 @@ def test_quick_bench_writes_report_and_plot(tmp_path: Path) -> None:
         assert "| adaptive (max_size 512) |" in text
     else:
         assert "The adaptive policy is not in this run" in text
+    # The stage profile: every stage timed, and the rows add up to the total.
+    profile = text.split("| stage | µs per event | share |")[1].split("\n\n")[0]
+    cells = [line.split(" | ") for line in profile.strip().splitlines()[1:]]
+    stage_us = [float(c[1]) for c in cells[:6]]
+    total = float(cells[6][1].strip("*"))
+    assert all(us > 0 for us in stage_us)
+    assert abs(sum(stage_us) - total) < 0.05
     # The burst row: steady and peak memory of a live worker, both positive.
     burst = text.split("| steady RSS (median) |")[1].splitlines()[2]
     steady, peak = (float(cell.split()[0]) for cell in burst.strip("| ").split(" | ")[:2])
