@@ -81,9 +81,9 @@ def from_message(message: Any, attrs: Mapping[str, str], topic_path: str) -> Eve
     if ctype.startswith(STRUCTURED):
         return _structured(bytes(message.data))
     if "ce-id" in attrs or "ce-type" in attrs:
-        headers = dict(attrs)
-        if ctype:
-            headers["content-type"] = ctype
+        headers = attrs
+        if ctype and attrs.get("content-type") != ctype:
+            headers = {**attrs, "content-type": ctype}
         return from_headers(headers, bytes(message.data))
     return _plain(message, attrs, topic_path)
 

@@ -96,7 +96,7 @@ class PubSubBroker:
         for sub in self._subs:
             await sub.close()
         await self._store.close()
-        self._rpc.close()
+        await self._rpc.aclose()
 
     async def publish(self, topic: str, events: Sequence[Event]) -> None:
         await self._publish(topic, events, {})
@@ -127,7 +127,7 @@ class PubSubBroker:
         path = self.opts.topic_path(topic)
         for chunk in self._chunks(messages):
             await self._rpc.call(
-                self._rpc.publish,
+                "publish",
                 PublishRequest(topic=path, messages=chunk),
                 timeout=60,
                 what=f"publish to topic {topic!r}",

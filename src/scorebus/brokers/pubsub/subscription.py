@@ -1,12 +1,22 @@
 """Pulling, leases and settling on one Pub/Sub subscription.
 
-Pulls are unary ``Pull`` calls of up to 1,000 messages: against the emulator a
+Pulls are unary ``Pull`` calls of 1,000 messages: against the emulator a
 StreamingPull stream delivers a few thousand messages a second while unary
 pulls of 1,000 with batched acks reach tens of thousands (see
-``benchmarks/brokers/pubsub_raw.py``). One pull call is outstanding at a time;
-``pull(max, timeout)`` waits for it at most ``timeout`` and leaves it running, so
-a long poll is never cut short (cancelling a pull can strand messages until
+``benchmarks/brokers/pubsub_raw.py``). A pull asks for 1,000 whatever the
+caller wants (a scorer closing batches of 512 would otherwise make twice the
+calls for the same messages); what the caller did not take waits in a buffer
+for its next call. One pull call is on the wire at a time;
+``pull(max, timeout)`` waits for it at most ``timeout`` and leaves it running,
+so a long poll is never cut short (cancelling a pull can strand messages until
 their ack deadline) and what it brings later is handed out by the next call.
+
+While a backlog lasts (the last pull came back full), the next pull is sent as
+soon as a reply arrives, before the reply is decoded, and whenever the buffer
+falls below 1,000: the server is always working on this subscription's next
+pull while the caller scores a batch, as a bare pull loop keeps it. At most
+two pulls' worth of messages wait leased beyond what the caller holds; they
+are released at :meth:`~PubSubSubscription.close`.
 
 Lease mapping:
 
@@ -34,7 +44,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ...errors import DecodeError
 from ...events import Event
@@ -47,6 +57,7 @@ if TYPE_CHECKING:
     from .broker import PubSubBroker
 
 log = logging.getLogger(__name__)
+FIRST = asyncio.FIRST_COMPLETED
 
 MAX_PULL = 1000
 _ACK_BATCH = 2500
@@ -86,29 +97,41 @@ class PubSubSubscription:
         self._reset_lease = lease_s != server_lease_s
         self._leases: Leases = broker._leases.setdefault(name, Leases())
         self._ready: deque[Delivery] = deque()
-        self._pulling: asyncio.Task[None] | None = None
+        self._on_wire: Any = None  # the pull call in flight (a grpc.aio call)
+        self._fetches: set[asyncio.Future[None]] = set()  # its handling, and a previous one's
+        self._in_order = asyncio.Lock()
+        self._backlog = False
         self._what = f"subscription {name!r}"
 
     async def pull(self, max_messages: int, timeout_s: float) -> list[Delivery]:
-        task = self._pulling
-        if task is not None and task.done():
-            # A pull that finished after its caller stopped waiting: report its error now.
-            self._pulling = None
-            if not task.cancelled() and (exc := task.exception()) is not None:
-                raise exc
+        self._raise_failed_fetch()
         if max_messages <= 0:
             return []
         if not self._ready:
-            if self._pulling is None:
-                self._pulling = asyncio.ensure_future(self._fetch(min(max_messages, MAX_PULL)))
-            task = self._pulling
+            self._send_pull()
             # asyncio.wait neither cancels the pull at the timeout nor raises its error.
-            await asyncio.wait({task}, timeout=max(0.0, timeout_s))
-            if task.done():
-                self._pulling = None
-                if not task.cancelled() and (exc := task.exception()) is not None:
-                    raise exc
-        return self._take(max_messages)
+            await asyncio.wait(self._fetches, timeout=max(0.0, timeout_s), return_when=FIRST)
+            self._raise_failed_fetch()
+        out = self._take(max_messages)
+        if self._backlog and len(self._ready) < MAX_PULL:
+            self._send_pull()  # draining a backlog: read ahead while this batch is scored
+        return out
+
+    def _send_pull(self) -> None:
+        """Send a pull unless one is on the wire (one at a time per subscription)."""
+        if self._on_wire is None:
+            request = PullRequest(subscription=self._path, max_messages=MAX_PULL)
+            self._on_wire = self._rpc.send("pull", request, timeout=_PULL_RPC_S)
+            self._fetches.add(asyncio.ensure_future(self._fetch(self._on_wire)))
+
+    def _raise_failed_fetch(self) -> None:
+        # A pull that finished after its caller stopped waiting: report its error now.
+        done = [task for task in self._fetches if task.done()]
+        self._fetches.difference_update(done)
+        errors = [e for t in done if not t.cancelled() and (e := t.exception()) is not None]
+        if errors:
+            self._backlog = False
+            raise errors[0]
 
     def _take(self, max_messages: int) -> list[Delivery]:
         now = time.time()
@@ -120,19 +143,31 @@ class PubSubSubscription:
                 out.append(d)
         return out
 
-    async def _fetch(self, max_messages: int) -> None:
-        request = PullRequest(subscription=self._path, max_messages=max_messages)
-        response = await self._rpc.call(
-            self._rpc.pull, request, timeout=_PULL_RPC_S, what=self._what, empty_on_deadline=True
-        )
-        if response is None or not response.received_messages:
-            return
+    async def _fetch(self, sent: Any) -> None:
+        try:
+            response = await self._rpc.result(sent, what=self._what, empty_on_deadline=True)
+        finally:
+            if self._on_wire is sent:
+                self._on_wire = None
         received = time.time()
+        received_messages = response.received_messages if response is not None else ()
+        # A full pull means more is waiting: send the next one before decoding this one.
+        self._backlog = len(received_messages) >= MAX_PULL
+        if self._backlog and not self._ready and not self._in_order.locked():
+            self._send_pull()
+            await asyncio.sleep(0)  # lets gRPC put it on the wire before the decoding below
+        if received_messages:
+            async with self._in_order:  # fetches hand out in the order they were sent
+                await self._hand_out(received_messages, received)
+
+    async def _hand_out(self, received_messages: Sequence[Any], received: float) -> None:
         deadline = received + self._lease_s - (0 if self._reset_lease else _WIRE_S)
         mine, foreign, bad = [], [], []
-        for rm in response.received_messages:
+        for rm in received_messages:
             message = rm.message
-            attrs = dict(message.attributes)  # one copy: protobuf map lookups are slow
+            # One copy, as lookups in a protobuf map are slow; dict(map) is slower still.
+            amap = message.attributes
+            attrs = {k: amap[k] for k in amap}
             target = attrs.get(FOR)
             if target and target != self.name:
                 foreign.append(rm.ack_id)
@@ -203,7 +238,7 @@ class PubSubSubscription:
             request = AcknowledgeRequest(
                 subscription=self._path, ack_ids=ack_ids[i : i + _ACK_BATCH]
             )
-            await self._rpc.call(self._rpc.acknowledge, request, timeout=30, what=self._what)
+            await self._rpc.call("acknowledge", request, timeout=30, what=self._what)
 
     async def _modack(self, ack_ids: list[str], seconds: int) -> None:
         for i in range(0, len(ack_ids), _ACK_BATCH):
@@ -212,15 +247,17 @@ class PubSubSubscription:
                 ack_ids=ack_ids[i : i + _ACK_BATCH],
                 ack_deadline_seconds=seconds,
             )
-            await self._rpc.call(
-                self._rpc.modify_ack_deadline, request, timeout=30, what=self._what
-            )
+            await self._rpc.call("modify_ack_deadline", request, timeout=30, what=self._what)
 
     async def close(self) -> None:
         """Stop the outstanding pull and hand buffered messages back at once."""
-        task, self._pulling = self._pulling, None
-        if task is not None and not task.done():
+        fetches, self._fetches = self._fetches, set()
+        if self._on_wire is not None:
+            self._on_wire.cancel()  # also when its task has not started yet
+            self._on_wire = None
+        for task in fetches:
             task.cancel()
+        for task in fetches:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         handles = [d.handle for d in self._ready if not self._leases.superseded(d.handle)]

@@ -65,7 +65,7 @@ async def adopt_unclaimed(rpc: Rpc, admin: Admin, send: Send, topic: str, name: 
     # Two empty pulls in a row: Pub/Sub may answer one pull empty while messages remain.
     while empty < 2:
         response = await rpc.call(
-            rpc.pull,
+            "pull",
             PullRequest(subscription=path, max_messages=1000),
             timeout=1.5,  # the emulator answers an empty pull ~1 s before the deadline
             what=what,
@@ -85,7 +85,7 @@ async def adopt_unclaimed(rpc: Rpc, admin: Admin, send: Send, topic: str, name: 
             await send(topic, copies)
             adopted += len(copies)
         await rpc.call(
-            rpc.acknowledge,
+            "acknowledge",
             AcknowledgeRequest(subscription=path, ack_ids=[rm.ack_id for rm in received]),
             timeout=30,
             what=what,
