@@ -20,11 +20,9 @@ The pending batch closes when:
 1. it holds ``max_size`` events, or its first event has waited ``max_wait_ms``
    (the scoring loop also closes it when its first lease is about to end);
 2. it holds the target size;
-3. nothing is in flight: the pipeline is idle, so waiting could only add
-   latency. Most of ``a`` is latency (executor hops, a sink round trip), not a
-   resource a batch holds: up to four batches overlap. At a trickle every event
-   goes at once, alone; under load a batch is nearly always in flight, and
-   rule 2 sizes the next one.
+3. nothing is in flight and waiting for one more event would cost the pending
+   events more time than that event's share of a batch saves (``n / λ >= a``):
+   at a trickle, every event goes at once, alone.
 
 Example::
 
@@ -159,7 +157,8 @@ class BatchController:
             return size
         n = self.headroom * a * rate / (1.0 - load)
         if idle:
-            return 1  # rule 3
+            # Rule 3: wait for one more event only while n / λ < a.
+            n = min(n, a * rate)
         return max(1, min(size, math.ceil(n)))
 
     def should_close(self, pending: int, age_s: float, in_flight: int) -> bool:
