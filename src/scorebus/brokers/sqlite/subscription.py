@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 # (seq, attempts when leased, range lease id or None, position in that lease's pull)
 Handle = tuple[int, int, int | None, int]
+Rows = list[tuple[Any, ...]]
 
 
 class SqliteSubscription:
@@ -42,39 +43,41 @@ class SqliteSubscription:
         give_up = time.monotonic() + timeout_s
         pause = 0.0005
         while True:
-            rows, deadline = await self._db.run(self._lease, max_messages)
-            if rows or time.monotonic() >= give_up:
-                return [self._delivery(row, deadline) for row in rows]
+            retried, fresh, lease, deadline = await self._db.run(self._lease, max_messages)
+            if retried or fresh or time.monotonic() >= give_up:
+                out = [self._delivery(row, deadline, None, 0) for row in retried]
+                out += [self._delivery(row, deadline, lease, i) for i, row in enumerate(fresh)]
+                if retried and fresh:
+                    out.sort(key=lambda d: d.handle[0])  # publish order
+                return out
             # Another process may publish at any moment; poll with a short, growing pause
             # (at most 2 ms: an idle poll is one indexed read, and the pause is latency).
             await self._broker._wait_for_publish(min(pause, max(0.0, give_up - time.monotonic())))
             pause = min(pause * 2, 0.002)
 
-    def _lease(
-        self, conn: sqlite3.Connection, max_messages: int
-    ) -> tuple[list[tuple[Any, ...]], float]:
+    def _lease(self, conn: sqlite3.Connection, max_messages: int) -> tuple[Rows, Rows, int, float]:
+        """Due per-row messages, fresh ones under one range lease, its id, the deadline."""
         now = time.time()
         deadline = now + self.ack_deadline_s
         # Taking the write lock costs even when nothing is due: a read first keeps
         # idle and polling consumers off it.
         if not self._anything_due(conn, now):
-            return [], deadline
+            return [], [], 0, deadline
         with self._db.transaction(conn):
             self._reclaim(conn, now)
-            rows = [
-                (*r, None, 0)
-                for r in conn.execute(
-                    "UPDATE messages SET visible_at = ?, attempts = attempts + 1 WHERE seq IN ("
-                    " SELECT seq FROM messages WHERE subscription = ? AND attempts > 0"
-                    " AND visible_at <= ? ORDER BY visible_at LIMIT ?)"
-                    f" RETURNING {COLS}",
-                    (deadline, self.name, now, max_messages),
-                )
-            ]
-            if len(rows) < max_messages:
-                rows += self._lease_fresh(conn, max_messages - len(rows), deadline)
-        rows.sort(key=lambda r: r[0])  # RETURNING order is unspecified; keep publish order
-        return rows, deadline
+            retried = conn.execute(
+                "UPDATE messages SET visible_at = ?, attempts = attempts + 1 WHERE seq IN ("
+                " SELECT seq FROM messages WHERE subscription = ? AND attempts > 0"
+                " AND visible_at <= ? ORDER BY visible_at LIMIT ?)"
+                f" RETURNING {COLS}",
+                (deadline, self.name, now, max_messages),
+            ).fetchall()
+            retried.sort(key=lambda r: r[0])  # RETURNING order is unspecified
+            fresh: Rows = []
+            lease = 0
+            if len(retried) < max_messages:
+                fresh, lease = self._lease_fresh(conn, max_messages - len(retried), deadline)
+        return retried, fresh, lease, deadline
 
     def _anything_due(self, conn: sqlite3.Connection, now: float) -> bool:
         name = self.name
@@ -91,7 +94,7 @@ class SqliteSubscription:
 
     def _lease_fresh(
         self, conn: sqlite3.Connection, limit: int, deadline: float
-    ) -> list[tuple[Any, ...]]:
+    ) -> tuple[Rows, int]:
         """Lease up to ``limit`` fresh messages with one range lease; move the cursor."""
         (cursor,) = conn.execute(
             "SELECT cursor FROM subscriptions WHERE name = ?", (self.name,)
@@ -102,14 +105,15 @@ class SqliteSubscription:
             (self.name, cursor, limit),
         ).fetchall()
         if not rows:
-            return []
+            return [], 0
         lo, hi = rows[0][0], rows[-1][0]
         lease = conn.execute(
             "INSERT INTO leases (subscription, lo, hi, deadline) VALUES (?, ?, ?, ?)",
             (self.name, lo, hi, deadline),
         ).lastrowid
+        assert lease is not None  # an INSERT into a rowid table always has one
         conn.execute("UPDATE subscriptions SET cursor = ? WHERE name = ?", (hi, self.name))
-        return [(*r, lease, i) for i, r in enumerate(rows)]
+        return rows, lease
 
     def _reclaim(self, conn: sqlite3.Connection, now: float) -> None:
         """Turn the rows of range leases that ran out into due per-row messages."""
@@ -135,8 +139,10 @@ class SqliteSubscription:
                 (lease, self.name),
             )
 
-    def _delivery(self, row: tuple[Any, ...], deadline: float) -> Delivery:
-        seq, event_id, type_, source, time_, subject, ctype, ext, data, attempts, lease, i = row
+    def _delivery(
+        self, row: tuple[Any, ...], deadline: float, lease: int | None, i: int
+    ) -> Delivery:
+        seq, event_id, type_, source, time_, subject, ctype, ext, data, attempts = row
         event = Event(
             id=event_id,
             type=type_,
@@ -152,6 +158,7 @@ class SqliteSubscription:
             attempt=attempts or 1,
             handle=(seq, attempts, lease, i),
             subscription=self,
+            size=len(data),
             deadline=deadline,
         )
 
