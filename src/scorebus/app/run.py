@@ -28,7 +28,8 @@ from ..brokers import open_broker
 from ..errors import ScorebusError
 from ..models.base import Model
 from ..models.registry import open_registry
-from ..runtime.worker import Worker, WorkerReport
+from ..runtime.report import WorkerReport
+from ..runtime.worker import Worker
 from .app import App
 from .settings import Settings
 

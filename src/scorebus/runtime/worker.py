@@ -18,7 +18,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 from ..brokers.base import Broker
@@ -27,6 +26,7 @@ from ..sinks import open_sink
 from ..sinks.base import ResultStore, Sink
 from .handlers import HandlerLoop
 from .relay import OutboxRelay
+from .report import WorkerReport, worker_report
 from .scoring import ScoringLoop
 from .spec import HandlerSpec, ScorerSpec
 from .swap import Follower
@@ -35,17 +35,6 @@ log = logging.getLogger(__name__)
 
 ModelResolver = Callable[[str], Model]
 VersionResolver = Callable[[str], str]
-
-
-@dataclass
-class WorkerReport:
-    scored: int = 0
-    dead_lettered: int = 0
-    retried: int = 0
-    handled: int = 0
-    relayed: int = 0
-    seconds: float = 0.0
-    per_loop: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def default_model_threads() -> int:
@@ -307,25 +296,4 @@ class Worker:
                 raise task.exception()  # type: ignore[misc]
 
     def _report(self, seconds: float) -> WorkerReport:
-        report = WorkerReport(seconds=seconds)
-        for lp in self.scoring:
-            m = lp.metrics
-            report.scored += m.scored
-            report.dead_lettered += m.dead_lettered
-            report.retried += m.retried
-            report.per_loop[lp.spec.name] = {
-                "scored": m.scored,
-                "dead_lettered": m.dead_lettered,
-                "retried": m.retried,
-            }
-        for hl in self.handling:
-            report.handled += hl.metrics.handled
-            report.dead_lettered += hl.metrics.dead_lettered
-            report.retried += hl.metrics.retried
-            report.per_loop[hl.spec.name] = {
-                "handled": hl.metrics.handled,
-                "dead_lettered": hl.metrics.dead_lettered,
-                "retried": hl.metrics.retried,
-            }
-        report.relayed = sum(r.relayed for r in self.relays)
-        return report
+        return worker_report(self.scoring, self.handling, self.relays, seconds)
