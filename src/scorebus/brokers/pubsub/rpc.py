@@ -152,8 +152,8 @@ class Rpc:
         with contextlib.suppress(RuntimeError):  # no loop running here
             if stubs is not None and asyncio.get_running_loop() is stubs.loop:
                 task = stubs.loop.create_task(stubs.channel.close())
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
 
 
 def open_channel(opts: PubSubOptions) -> grpc.Channel:
