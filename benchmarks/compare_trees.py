@@ -25,7 +25,7 @@ import asyncio, sqlite3, sys
 from pathlib import Path
 from scorebus.app import Settings
 from benchmarks.common import demo_registry
-from benchmarks.scenarios import _publish_all, payloads, pipeline
+from benchmarks.scenarios import publish_all, payloads, pipeline
 root, n, workers = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 registry = root / "models"
 demo_registry(registry)

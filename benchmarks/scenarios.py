@@ -74,7 +74,7 @@ def per_message(registry: Path, data: list[bytes], folder: Path) -> dict[str, fl
     return {"events": len(data), "seconds": t.seconds, "eps": len(data) / t.seconds}
 
 
-async def _publish_all(settings: Settings, data: list[bytes]) -> None:
+async def publish_all(settings: Settings, data: list[bytes]) -> None:
     async with open_broker(settings.broker) as broker:
         await broker.subscription(TOPIC, SUBSCRIPTION)
         for i in range(0, len(data), 5000):
@@ -97,7 +97,7 @@ def _store_window(
 
 def pipeline(settings: Settings, data: list[bytes], workers: int) -> dict[str, float]:
     """End to end on the embedded broker, backlog published beforehand."""
-    asyncio.run(_publish_all(settings, data))
+    asyncio.run(publish_all(settings, data))
     started = time.time()
     if workers == 1:
         asyncio.run(run_app(demo_app, settings, until_idle_s=3.0))

@@ -24,7 +24,7 @@ from scorebus.runtime.rollout import BatchModels, ModelSet, model_id
 from scorebus.sinks import open_sink
 
 from .load import SUBSCRIPTION
-from .scenarios import _publish_all
+from .scenarios import publish_all
 
 STAGES = (
     ("lease", "pull: lease + build deliveries (broker)"),
@@ -42,7 +42,7 @@ def stages(settings: Settings, data: list[bytes], batch: int = 512) -> dict[str,
 
 
 async def _stages(settings: Settings, data: list[bytes], batch: int) -> dict[str, Any]:
-    await _publish_all(settings, data)
+    await publish_all(settings, data)
     (spec,) = [s for s in demo_app.scorers if s.name == SCORER]
     model = Registry(Path(settings.registry)).load("fraud@champion")
     models = ModelSet(spec, model, None)

@@ -70,15 +70,7 @@ async def _finish(
     url: str, subscription: str, run_id: str
 ) -> tuple[int | None, int, dict[str, str]]:
     async with open_broker(url) as broker:
-        for _ in range(20):
-            # AMQP lists subscriptions from a registry queue that another process
-            # reading it at the same instant hides for a moment (best effort, see
-            # brokers/amqp/_registry.py): read again rather than fail on a miss.
-            by_name = {s.subscription: s for s in await broker.stats()}
-            if subscription in by_name:
-                break
-            await asyncio.sleep(0.1)
-        stats = by_name[subscription]
+        stats = {s.subscription: s for s in await broker.stats()}[subscription]
         letters = await broker.dead_letters(subscription=subscription, limit=100_000)
     reasons = {d.event_id: d.reason for d in letters if d.event_id.startswith(run_id)}
     return stats.pending, stats.in_flight, reasons

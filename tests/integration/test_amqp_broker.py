@@ -331,6 +331,27 @@ def test_a_second_process_sees_subscriptions_letters_and_topic_conflicts() -> No
     _run(scenario)
 
 
+def test_readers_of_the_registry_in_other_processes_always_see_all_of_it() -> None:
+    # A read takes the registry's entries off the queue for a moment; without the
+    # readers' lock a status command beside polling workers could miss a subscription.
+    async def scenario() -> None:
+        topic, name = _names()
+        names = {f"{name}-{i}" for i in range(3)}
+        async with ThrowawayBroker(amqp_url()) as broker:
+            for n in names:
+                await broker.subscription(topic, n)
+            url = amqp_url_of(broker)
+            async with AmqpBroker(url) as a, AmqpBroker(url) as b:
+
+                async def seen(reader: Broker) -> list[set[str]]:
+                    return [{s.subscription for s in await reader.stats()} for _ in range(15)]
+
+                views = [v for each in await asyncio.gather(seen(a), seen(b)) for v in each]
+            assert all(names <= v for v in views), [len(names & v) for v in views]
+
+    _run(scenario)
+
+
 def test_a_plain_amqp_message_is_delivered_as_an_amqp_message_event() -> None:
     async def scenario() -> None:
         topic, name = _names()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from scorebus.brokers import Delivery, Subscription, SubscriptionStats
 from scorebus.brokers.sqlite import SqliteBroker
+from scorebus.brokers.sqlite.subscription import _runs
 from scorebus.events import Event
 
 TOPIC, SUB = "tx", "tx.score"
@@ -199,3 +200,14 @@ def test_a_bus_file_from_before_range_leases_is_migrated_in_place(tmp_path: Path
     names = {r[0] for r in _rows(db, "SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert "messages_ready" not in names
     assert {"messages_sub", "messages_retry"} <= names
+
+
+def test_only_consecutive_positions_of_one_lease_make_a_range_ack() -> None:
+    # (seq, attempts, lease, position in the lease's pull)
+    whole = [(10, 0, 7, 0), (12, 0, 7, 1), (15, 0, 7, 2)]
+    assert _runs(whole) == ([], [(10, 15)])
+    # A repeat can hide a gap: positions 0, 0, 2 span three but miss 1.
+    repeat = [(10, 0, 7, 0), (10, 0, 7, 0), (15, 0, 7, 2)]
+    assert _runs(repeat) == ([(10, 0), (10, 0), (15, 0)], [])
+    assert _runs([(10, 0, 7, 0), (15, 0, 7, 2)]) == ([(10, 0), (15, 0)], [])
+    assert _runs([(9, 2, None, 0)]) == ([(9, 2)], [])

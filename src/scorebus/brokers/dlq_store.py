@@ -97,17 +97,10 @@ class DeadLetterStore:
     async def letters(
         self, *, subscription: str | None = None, limit: int = 100, include_replayed: bool = False
     ) -> list[DeadLetter]:
-        where, params = [], []
-        if subscription is not None:
-            where.append("subscription = ?")
-            params.append(subscription)
-        if not include_replayed:
-            where.append("replayed_at IS NULL")
+        where, params = letters_filter(subscription, include_replayed)
         sql = (
             "SELECT id, subscription, topic, event_id, event_type, attributes, data, attempts,"
-            " reason, error, dead_at, replayed_at FROM dead_letters"
-            + (" WHERE " + " AND ".join(where) if where else "")
-            + " ORDER BY id LIMIT ?"
+            f" reason, error, dead_at, replayed_at FROM dead_letters{where} ORDER BY id LIMIT ?"
         )
         rows = await self._db.run(lambda conn: conn.execute(sql, (*params, limit)).fetchall())
         return [
@@ -154,3 +147,15 @@ class DeadLetterStore:
 
     async def close(self) -> None:
         await self._db.close()
+
+
+def letters_filter(subscription: str | None, include_replayed: bool) -> tuple[str, list[str]]:
+    """The ``WHERE`` clause (with its leading space, or empty) and parameters that
+    select dead letters by subscription and replay state, in a ``dead_letters`` table."""
+    where, params = [], []
+    if subscription is not None:
+        where.append("subscription = ?")
+        params.append(subscription)
+    if not include_replayed:
+        where.append("replayed_at IS NULL")
+    return (" WHERE " + " AND ".join(where) if where else ""), params

@@ -7,18 +7,26 @@ JSON messages in one classic queue, ``<prefix>:registry``, and reads them back
 by getting every message and returning them (closing the channel). Duplicates
 from several processes are removed while reading.
 
-Reading hides the entries from another reader for a moment, so two readers at
-the same instant may each see part of the registry; scorebus only reads it when
-a subscription is opened and for status and dead-letter commands.
+Reading hides the entries from another reader for a moment, so readers take
+turns: a reader holds ``<prefix>:registry.lock``, an exclusive queue (one
+connection at a time may declare it, and RabbitMQ deletes it with a connection
+that dies), while it reads. Without the lock a ``scorebus status`` beside
+workers that poll for idleness could miss a subscription.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+import aiormq
 import msgspec
 from aiormq import spec
 
+from ...errors import BrokerUnavailable
 from ._link import Link
 from ._options import AmqpOptions
 from ._wire import PERSISTENT
@@ -48,9 +56,15 @@ class Registry:
     def __init__(self, link: Link, opts: AmqpOptions) -> None:
         self._link = link
         self._queue = opts.registry
+        self._timeout = opts.timeout
         self._declared = False
+        self._turn = asyncio.Lock()  # the queue lock is per connection: one reader here too
 
     async def read(self) -> View:
+        async with self._turn, self._locked():
+            return await self._read()
+
+    async def _read(self) -> View:
         view = View()
         seen: set[bytes] = set()
         async with self._link.browse(self._queue, 1_000_000) as (ch, msgs):
@@ -70,6 +84,28 @@ class Registry:
                 elif entry.topic is not None:
                     view.topics.add(entry.topic)
         return view
+
+    @contextlib.asynccontextmanager
+    async def _locked(self) -> AsyncIterator[None]:
+        lock = f"{self._queue}.lock"
+        give_up = time.monotonic() + self._timeout
+        pause = 0.002
+        while True:
+            async with self._link.scratch("locking the registry") as ch:
+                try:
+                    await ch.queue_declare(lock, exclusive=True)
+                    break
+                except aiormq.exceptions.ChannelLockedResource:
+                    pass  # another process is reading; the server closed this channel
+            if time.monotonic() > give_up:
+                raise BrokerUnavailable(f"the registry {self._queue!r} stayed locked")
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.05)
+        try:
+            yield
+        finally:
+            async with self._link.scratch("unlocking the registry") as ch:
+                await ch.queue_delete(lock)
 
     async def add_topic(self, topic: str) -> None:
         await self._add(_Entry(topic=topic))

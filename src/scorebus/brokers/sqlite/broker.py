@@ -16,6 +16,7 @@ from ..._sqlite import SqliteThread, path_from_url
 from ...errors import ConfigError
 from ...events import Event, encode_data
 from ..base import DeadLetter, SubscriptionStats, _loop_event
+from ..dlq_store import letters_filter
 from .schema import SCHEMA, dead_letter_of, ext_encoder, migrate, next_seq
 from .subscription import SqliteSubscription
 
@@ -176,18 +177,11 @@ class SqliteBroker:
     async def dead_letters(
         self, *, subscription: str | None = None, limit: int = 100, include_replayed: bool = False
     ) -> list[DeadLetter]:
-        where, params = [], []
-        if subscription is not None:
-            where.append("subscription = ?")
-            params.append(subscription)
-        if not include_replayed:
-            where.append("replayed_at IS NULL")
+        where, params = letters_filter(subscription, include_replayed)
         sql = (
             "SELECT id, subscription, topic, event_id, type, source, time, subject,"
             " datacontenttype, ext, data, attempts, reason, error, dead_at, replayed_at"
-            " FROM dead_letters"
-            + (" WHERE " + " AND ".join(where) if where else "")
-            + " ORDER BY id LIMIT ?"
+            f" FROM dead_letters{where} ORDER BY id LIMIT ?"
         )
         rows = await self._db.run(lambda conn: conn.execute(sql, (*params, limit)).fetchall())
         return [dead_letter_of(r) for r in rows]
@@ -242,13 +236,10 @@ def _counts(conn: sqlite3.Connection, name: str, now: float) -> tuple[int, int]:
         " FROM messages WHERE subscription = ? AND attempts > 0",
         (now, now, name),
     ).fetchone()
-    (fresh,) = conn.execute(
-        "SELECT COUNT(*) FROM messages WHERE subscription = ? AND seq > ? AND attempts = 0",
-        (name, cursor),
-    ).fetchone()
-    (leased,) = conn.execute(
-        "SELECT COUNT(*) FROM messages WHERE subscription = ? AND seq <= ? AND attempts = 0",
-        (name, cursor),
+    fresh, leased = conn.execute(
+        "SELECT COALESCE(SUM(seq > ?), 0), COALESCE(SUM(seq <= ?), 0)"
+        " FROM messages WHERE subscription = ? AND attempts = 0",
+        (cursor, cursor, name),
     ).fetchone()
     (live,) = conn.execute(
         "SELECT COUNT(*) FROM leases l JOIN messages m ON m.subscription = l.subscription"

@@ -271,6 +271,7 @@ def _runs(handles: list[Handle]) -> tuple[list[tuple[int, int]], list[tuple[int,
     runs = []
     for members in by_lease.values():
         members.sort()
+        # Consecutive: as many distinct positions as the span holds ([0, 0, 2] is not).
         if members[-1][0] - members[0][0] + 1 == len(members) == len(set(members)):
             runs.append((members[0][1], members[-1][1]))
         else:
